@@ -1,0 +1,1 @@
+"""Pure tensor metric functions: outputs, activations, attention, generation."""

@@ -1,0 +1,61 @@
+"""Per-token output metrics between baseline and candidate next-token distributions.
+
+Definitions (DESIGN.md), per scored token t with p_b, p_m the baseline and candidate
+distributions and y_t the real next token:
+
+* KL: D_t = sum_v p_b(v) (log p_b(v) - log p_m(v))
+* same top-1: 1[argmax p_m = argmax p_b]; top-k overlap: |topk_b ∩ topk_m| / k
+* paired NLL: dNLL_t = -log p_m(y_t) + log p_b(y_t)
+* squared probability shift: (p_m(y_t) - p_b(y_t))^2, whose mean's root is RMS dp
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["token_output_metrics", "kl_from_log_probs", "OUTPUT_METRICS"]
+
+OUTPUT_METRICS = ("kl", "top1", "topk", "dnll", "dp2")
+
+
+def kl_from_log_probs(logp_b: torch.Tensor, logp_m: torch.Tensor) -> torch.Tensor:
+    """KL(p_b || p_m) over the last dimension, from log-probabilities; 0·log 0 counts as 0."""
+    p_b = logp_b.exp()
+    diff = torch.where(p_b > 0, logp_b - logp_m, torch.zeros_like(logp_b))
+    # Rounding can make an exact-zero divergence a hair negative; KL is never negative.
+    return (p_b * diff).sum(-1).clamp_min(0.0)
+
+
+def token_output_metrics(
+    logits_b: torch.Tensor,
+    logits_m: torch.Tensor,
+    targets: torch.Tensor,
+    topk: int = 5,
+    chunk_tokens: int = 1024,
+) -> dict[str, torch.Tensor]:
+    """Per-token metrics for ``N`` scored tokens.
+
+    ``logits_b``/``logits_m``: ``[N, V]`` (any float dtype; computed in float32 chunks so
+    no full-size float32 copy of the logits is ever held). ``targets``: ``[N]`` real next tokens.
+    Returns 1-D float32 tensors of length ``N`` keyed by :data:`OUTPUT_METRICS`.
+    """
+    if logits_b.shape != logits_m.shape:
+        raise ValueError(f"logit shapes differ: {tuple(logits_b.shape)} vs {tuple(logits_m.shape)}")
+    n, vocab = logits_b.shape
+    k = max(1, min(topk, vocab))
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in OUTPUT_METRICS}
+    for start in range(0, n, chunk_tokens):
+        sl = slice(start, min(start + chunk_tokens, n))
+        lb = torch.log_softmax(logits_b[sl].float(), dim=-1)
+        lm = torch.log_softmax(logits_m[sl].to(lb.device).float(), dim=-1)
+        y = targets[sl].to(lb.device).unsqueeze(-1)
+        out["kl"].append(kl_from_log_probs(lb, lm))
+        tb = lb.topk(k, dim=-1).indices
+        tm = lm.topk(k, dim=-1).indices
+        out["top1"].append((tb[:, 0] == tm[:, 0]).float())
+        out["topk"].append((tb.unsqueeze(-1) == tm.unsqueeze(-2)).any(-1).float().mean(-1))
+        yb = lb.gather(-1, y).squeeze(-1)
+        ym = lm.gather(-1, y).squeeze(-1)
+        out["dnll"].append(yb - ym)
+        out["dp2"].append((ym.exp() - yb.exp()).square())
+    return {name: torch.cat(parts) if parts else torch.zeros(0) for name, parts in out.items()}

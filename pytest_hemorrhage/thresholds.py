@@ -1,0 +1,157 @@
+"""Thresholds: what a candidate must stay within, with validation and precedence.
+
+Precedence when several sources set the same key: marker > command line > ini > defaults.
+Every error names the source (``@pytest.mark.hemorrhage``, ``--hemorrhage-max-kl``,
+``hemorrhage_max_kl`` in the ini file) and the bad key or value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import InvalidArgument
+
+__all__ = ["Thresholds", "THRESHOLD_SPECS", "DEFAULT_THRESHOLDS"]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    metric: str  # the metric the threshold applies to
+    direction: str  # "max": harm is a high value; "min": harm is a low value
+    low: float  # allowed range of the threshold value itself
+    high: float
+    help: str
+
+
+THRESHOLD_SPECS: dict[str, _Spec] = {
+    "max_kl": _Spec("kl", "max", 0.0, math.inf, "mean KL(baseline || candidate) in nats per token"),
+    "min_top1_agreement": _Spec("top1", "min", 0.0, 1.0, "fraction of tokens with the same top-1 prediction"),
+    "min_topk_overlap": _Spec("topk", "min", 0.0, 1.0, "mean overlap of the top-k predictions"),
+    "max_ppl_ratio": _Spec("ppl_ratio", "max", 1.0, math.inf, "perplexity ratio candidate / baseline"),
+    "max_rms_dp": _Spec("rms_dp", "max", 0.0, 1.0, "RMS change of the real next token's probability"),
+    "min_output_sqnr_db": _Spec("output_sqnr_db", "min", -math.inf, math.inf,
+                                "SQNR of the output tensor (models without a next-token distribution)"),
+    "min_output_cosine": _Spec("output_cosine", "min", -1.0, 1.0, "mean cosine similarity of output rows"),
+    "min_label_agreement": _Spec("label_agreement", "min", 0.0, 1.0, "classifiers: fraction of equal labels"),
+    "max_flip_rate": _Spec("flip_rate", "max", 0.0, 1.0, "labelled classifiers: (correct→wrong + wrong→correct) / n"),
+}
+
+# Non-gating settings that live beside the thresholds.
+_SETTINGS = {
+    "min_layer_sqnr_db": "layer SQNR below which a decoder block is reported as where the damage starts",
+    "confidence": "two-sided confidence level of the intervals (0.5-0.999)",
+    "inconclusive_fails": "whether an inconclusive verdict fails the check",
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits a candidate must stay within. ``None`` means "measured and reported, not gated".
+
+    Defaults were chosen from measurements on SmolLM2-135M (see the README): harmless changes
+    such as 8-bit per-channel weights stay well inside them, 4-bit and 50 % pruning fall outside.
+    """
+
+    max_kl: float | None = 0.05
+    min_top1_agreement: float | None = 0.90
+    min_topk_overlap: float | None = None
+    max_ppl_ratio: float | None = 1.05
+    max_rms_dp: float | None = None
+    min_output_sqnr_db: float | None = 20.0
+    min_output_cosine: float | None = None
+    min_label_agreement: float | None = 0.98
+    max_flip_rate: float | None = None
+    min_layer_sqnr_db: float = 15.0
+    confidence: float = 0.95
+    inconclusive_fails: bool = True
+
+    def __post_init__(self) -> None:
+        for name, spec in THRESHOLD_SPECS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            _check_number(name, value, spec.low, spec.high, "Thresholds")
+        _check_number("min_layer_sqnr_db", self.min_layer_sqnr_db, -math.inf, math.inf, "Thresholds")
+        _check_number("confidence", self.confidence, 0.5, 0.999, "Thresholds")
+        if not isinstance(self.inconclusive_fails, bool):
+            raise InvalidArgument(
+                f"Thresholds: inconclusive_fails must be True or False, got {self.inconclusive_fails!r}"
+            )
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> "Thresholds":
+        """A copy with ``changes`` applied (validated, unknown keys rejected)."""
+        return self.merged(changes, source="Thresholds.replace")
+
+    def merged(self, values: Mapping[str, Any], source: str) -> "Thresholds":
+        """Apply ``values`` from ``source`` (named in any error) over these thresholds."""
+        known = set(self.keys())
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidArgument(
+                f"{source}: unknown threshold key(s) {', '.join(unknown)}; "
+                f"known keys: {', '.join(sorted(known))}"
+            )
+        parsed = {k: _parse_value(k, v, source) for k, v in values.items()}
+        try:
+            return dataclasses.replace(self, **parsed)
+        except InvalidArgument as exc:
+            raise InvalidArgument(str(exc).replace("Thresholds:", f"{source}:", 1)) from None
+
+    def gated(self) -> dict[str, float]:
+        """Thresholds that take part in the verdict, keyed by threshold name."""
+        return {k: getattr(self, k) for k in THRESHOLD_SPECS if getattr(self, k) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def resolve(
+        cls,
+        marker: Mapping[str, Any] | None = None,
+        cli: Mapping[str, Any] | None = None,
+        ini: Mapping[str, Any] | None = None,
+        base: "Thresholds | None" = None,
+    ) -> "Thresholds":
+        """Combine sources with precedence marker > command line > ini > ``base`` (defaults)."""
+        result = base or cls()
+        result = result.merged(ini or {}, source="ini file (hemorrhage_* keys)")
+        result = result.merged(cli or {}, source="command line (--hemorrhage-* options)")
+        result = result.merged(marker or {}, source="@pytest.mark.hemorrhage")
+        return result
+
+
+
+def _check_number(name: str, value: Any, low: float, high: float, source: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InvalidArgument(f"{source}: {name} must be a number, got {value!r}")
+    if not (low <= value <= high):
+        raise InvalidArgument(f"{source}: {name}={value!r} is outside the allowed range [{low}, {high}]")
+
+
+def _parse_value(key: str, value: Any, source: str) -> Any:
+    """Accept strings from ini / command line ("0.02", "none", "true")."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if key == "inconclusive_fails":
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise InvalidArgument(f"{source}: {key} must be true or false, got {value!r}")
+        if text in ("none", "off", "") and key in THRESHOLD_SPECS:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidArgument(f"{source}: {key} must be a number (or 'none' to stop gating it), got {value!r}") from None
+    return value
+
+
+DEFAULT_THRESHOLDS = Thresholds()
