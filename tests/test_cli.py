@@ -1,0 +1,87 @@
+"""The `hemorrhage compare` command: exit codes, reports, GitHub summary."""
+
+import copy
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+from tiny_models import tiny_llama
+
+from pytest_hemorrhage.cli import main
+
+
+class WordTokenizerFolder:
+    """Save a tiny word-level tokenizer next to a tiny model (no download)."""
+
+    @staticmethod
+    def save(folder):
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        words = sorted({w.lower().strip(".,:;!?()'\"") for w in " ".join(_corpus_texts()).split()})[:120]
+        vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(w for w in words if w)}}
+        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
+
+
+def _corpus_texts():
+    from pytest_hemorrhage.corpus import BUILTIN_SNIPPETS
+
+    return [t for _, t in BUILTIN_SNIPPETS]
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    base = tiny_llama()
+    same = copy.deepcopy(base)
+    broken = copy.deepcopy(base)
+    with torch.no_grad():
+        for p in broken.model.layers[1].parameters():
+            if p.dim() == 2:
+                p.add_(30 * p.std() * torch.randn_like(p))
+    dirs = {}
+    for name, model in (("base", base), ("same", same), ("broken", broken)):
+        model.save_pretrained(root / name)
+        WordTokenizerFolder.save(root / name)
+        dirs[name] = str(root / name)
+    return dirs
+
+
+def test_identical_candidate_exits_0_and_writes_reports(model_dirs, tmp_path, monkeypatch, capsys):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    code = main(["compare", model_dirs["base"], model_dirs["same"], "--probes", "12", "--max-length", "32",
+                 "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"),
+                 "--markdown", str(tmp_path / "r.md")])
+    assert code == 0
+    assert json.loads((tmp_path / "r.json").read_text())["verdict"] == "pass"
+    case = ET.parse(tmp_path / "r.xml").getroot().find("testsuite/testcase")
+    assert case.find("failure") is None
+    assert {p.get("name") for p in case.iter("property")} >= {"verdict", "kl", "top1"}
+    assert "✅ pass" in (tmp_path / "r.md").read_text() and "✅ pass" in summary.read_text()
+    assert "No hemorrhage" in capsys.readouterr().out
+
+
+def test_broken_candidate_exits_1_with_failure_in_junit(model_dirs, tmp_path):
+    code = main(["compare", model_dirs["base"], model_dirs["broken"], "--probes", "12", "--max-length", "32",
+                 "--max-kl", "0.001", "--junit", str(tmp_path / "r.xml")])
+    assert code == 1
+    failure = ET.parse(tmp_path / "r.xml").getroot().find("testsuite/testcase/failure")
+    assert failure.get("message").startswith("Model hemorrhage")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "/nonexistent", "/nonexistent"], "not a Hugging Face model folder"),
+    (["compare", "BASE", "BASE", "--max-kl", "abc"], "max_kl must be a number"),
+])
+def test_input_errors_exit_2(model_dirs, capsys, argv, message):
+    argv = [model_dirs["base"] if a == "BASE" else a for a in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_usage_error_exits_2(capsys):
+    assert main(["frobnicate"]) == 2

@@ -1,0 +1,53 @@
+"""Thresholds: validation, precedence and error messages that name the source."""
+
+import math
+
+import pytest
+
+from pytest_hemorrhage.errors import InvalidArgument
+from pytest_hemorrhage.thresholds import THRESHOLD_SPECS, Thresholds
+
+
+def test_defaults_are_valid_and_gated():
+    t = Thresholds()
+    assert set(t.gated()) <= set(THRESHOLD_SPECS)
+    assert t.gated()["max_kl"] == t.max_kl
+
+
+def test_precedence_marker_over_cli_over_ini():
+    t = Thresholds.resolve(marker={"max_kl": 0.01}, cli={"max_kl": "0.02", "max_ppl_ratio": "1.2"},
+                           ini={"max_kl": "0.03", "max_ppl_ratio": "1.3", "min_top1_agreement": "0.5"})
+    assert (t.max_kl, t.max_ppl_ratio, t.min_top1_agreement) == (0.01, 1.2, 0.5)
+
+
+@pytest.mark.parametrize(
+    "source, values, pattern",
+    [
+        ("marker", {"max_kll": 0.1}, r"@pytest.mark.hemorrhage: unknown threshold key\(s\) max_kll"),
+        ("marker", {"max_kl": -1}, r"@pytest.mark.hemorrhage: max_kl=-1 is outside"),
+        ("marker", {"min_top1_agreement": 1.5}, r"@pytest.mark.hemorrhage: min_top1_agreement=1.5 is outside"),
+        ("marker", {"max_kl": "abc"}, r"@pytest.mark.hemorrhage: max_kl must be a number"),
+        ("cli", {"max_kl": "x"}, r"command line \(--hemorrhage-\* options\): max_kl must be a number"),
+        ("ini", {"confidence": "2"}, r"ini file \(hemorrhage_\* keys\): confidence=2.0 is outside"),
+        ("ini", {"inconclusive_fails": "maybe"}, r"ini file.*inconclusive_fails must be true or false"),
+    ],
+)
+def test_errors_name_source_and_key(source, values, pattern):
+    with pytest.raises(InvalidArgument, match=pattern):
+        Thresholds.resolve(**{source: values})
+
+
+def test_none_disables_a_gate_from_strings():
+    t = Thresholds.resolve(ini={"max_kl": "none", "inconclusive_fails": "false"})
+    assert t.max_kl is None and "max_kl" not in t.gated() and t.inconclusive_fails is False
+
+
+def test_frozen_and_replace_validates():
+    t = Thresholds()
+    with pytest.raises(Exception):
+        t.max_kl = 1.0  # type: ignore[misc]
+    assert t.replace(max_kl=0.5).max_kl == 0.5
+    with pytest.raises(InvalidArgument, match="max_kl must be a number"):
+        t.replace(max_kl=math.nan)
+    with pytest.raises(InvalidArgument, match="max_kl must be a number"):
+        Thresholds(max_kl=True)
