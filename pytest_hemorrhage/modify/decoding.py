@@ -1,0 +1,231 @@
+"""Decoding-time modifications: sampling settings that change the effective next-token distribution.
+
+The order follows Hugging Face ``generate``: repetition penalty (also under
+greedy decoding), then, only when sampling, temperature, top-k, top-p.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgument
+from ._common import Modification, check_float, check_int, logits_of
+
+__all__ = ["DecodingConfig", "DecodedModel", "effective_log_probs", "generate_greedy", "apply_repetition_penalty"]
+
+
+@dataclass(frozen=True)
+class DecodingConfig(Modification):
+    """Sampling settings; ``do_sample=False`` is greedy (only ``repetition_penalty`` then matters)."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+    kind = "decoding"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.do_sample, bool):
+            raise InvalidArgument(f"do_sample={self.do_sample!r} is not a bool; allowed: True or False")
+        object.__setattr__(
+            self, "temperature", check_float(self.temperature, "temperature", 0.0, low_open=True)
+        )
+        check_int(self.top_k, "top_k", 0)
+        object.__setattr__(self, "top_p", check_float(self.top_p, "top_p", 0.0, 1.0, low_open=True))
+        object.__setattr__(
+            self,
+            "repetition_penalty",
+            check_float(self.repetition_penalty, "repetition_penalty", 0.0, low_open=True),
+        )
+
+    def apply(self, model: Any, inplace: bool = False, calibration: torch.Tensor | None = None) -> "DecodedModel":
+        """Pair ``model`` (left untouched, not copied) with this config."""
+        if isinstance(model, DecodedModel):
+            raise InvalidArgument("model is already a DecodedModel; allowed: at most one DecodingConfig per model")
+        if not isinstance(model, nn.Module):
+            raise InvalidArgument(f"model={type(model).__name__} is not a torch.nn.Module; allowed: an nn.Module")
+        return DecodedModel(model, self)
+
+    def describe(self) -> str:
+        if not self.do_sample:
+            text = "greedy decoding"
+        else:
+            parts = [f"T={self.temperature:g}"]
+            if self.top_k:
+                parts.append(f"top-k {self.top_k}")
+            if self.top_p < 1.0:
+                parts.append(f"top-p {self.top_p:g}")
+            text = "sampling " + ", ".join(parts)
+        if self.repetition_penalty != 1.0:
+            text += f", repetition penalty {self.repetition_penalty:g}"
+        return text
+
+    @property
+    def strength(self) -> float:
+        """``|log T| + (1 - top_p) + 1/top_k + |log repetition_penalty|`` (sampling terms only when sampling)."""
+        value = abs(math.log(self.repetition_penalty))
+        if self.do_sample:
+            value += abs(math.log(self.temperature)) + (1.0 - self.top_p)
+            if self.top_k:
+                value += 1.0 / self.top_k
+        return value
+
+
+def apply_repetition_penalty(logits: torch.Tensor, prev_tokens: torch.Tensor, penalty: float) -> torch.Tensor:
+    """HF convention: logits of seen tokens are divided by ``penalty`` if positive, multiplied if negative."""
+    if penalty == 1.0 or prev_tokens.shape[-1] == 0:
+        return logits
+    vocab = logits.shape[-1]
+    flat = logits.reshape(-1, vocab).clone()
+    tokens = prev_tokens.reshape(-1, prev_tokens.shape[-1]).long()
+    seen = torch.gather(flat, 1, tokens)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    flat.scatter_(1, tokens, seen)
+    return flat.reshape(logits.shape)
+
+
+def _check_inputs(logits: Any, config: Any, prev_tokens: Any) -> None:
+    if not isinstance(config, DecodingConfig):
+        raise InvalidArgument(f"config={type(config).__name__} is not a DecodingConfig; allowed: a DecodingConfig")
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() < 1:
+        raise InvalidArgument(f"logits={type(logits).__name__}; allowed: a floating tensor [..., vocab]")
+    if prev_tokens is not None:
+        if not isinstance(prev_tokens, torch.Tensor) or prev_tokens.is_floating_point():
+            raise InvalidArgument(f"prev_tokens={type(prev_tokens).__name__}; allowed: an integer tensor [..., T]")
+        if prev_tokens.shape[:-1] != logits.shape[:-1]:
+            raise InvalidArgument(
+                f"prev_tokens has shape {tuple(prev_tokens.shape)} but logits {tuple(logits.shape)}; "
+                "allowed: the same leading dimensions ([..., T] for logits [..., V])"
+            )
+        if prev_tokens.numel() and (prev_tokens.min() < 0 or prev_tokens.max() >= logits.shape[-1]):
+            raise InvalidArgument(
+                f"prev_tokens holds ids outside [0, {logits.shape[-1] - 1}]; allowed: vocabulary ids"
+            )
+
+
+def effective_log_probs(
+    logits: torch.Tensor, config: DecodingConfig, prev_tokens: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Log of the distribution the next token is actually drawn from (float32, ``-inf`` = never).
+
+    Greedy: 0 at the argmax (first one on ties), ``-inf`` elsewhere. Sampling:
+    ``log_softmax`` after temperature, top-k (ties with the k-th value kept)
+    and top-p (the smallest top set whose mass reaches ``top_p``; a token is
+    kept when the mass strictly above it is below ``top_p``).
+    """
+    _check_inputs(logits, config, prev_tokens)
+    scores = logits.float()
+    if prev_tokens is not None:
+        scores = apply_repetition_penalty(scores, prev_tokens, config.repetition_penalty)
+    if not config.do_sample:
+        out = torch.full_like(scores, -math.inf)
+        return out.scatter_(-1, scores.argmax(dim=-1, keepdim=True), 0.0)
+    scores = scores / config.temperature
+    vocab = scores.shape[-1]
+    if 0 < config.top_k < vocab:
+        kth = torch.topk(scores, config.top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, -math.inf)
+    if config.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
+        probs = torch.softmax(sorted_scores, dim=-1)
+        mass_above = torch.cumsum(probs, dim=-1) - probs
+        drop_sorted = mass_above >= config.top_p
+        drop_sorted[..., 0] = False  # always keep the most likely token
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, -math.inf)
+    return torch.log_softmax(scores, dim=-1)
+
+
+def _decode(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Autoregressive loop; ``choose(last_logits [B, V], tokens so far [B, T]) -> [B]``.
+
+    Uses the KV cache for Hugging Face generation models, full recomputation otherwise.
+    """
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        raise InvalidArgument(f"input_ids={type(input_ids).__name__}; allowed: an integer tensor [batch, seq]")
+    check_int(max_new_tokens, "max_new_tokens", 0)
+    tokens = input_ids
+    use_cache = hasattr(model, "prepare_inputs_for_generation")
+    # transformers >= 5.2x calls the KV cache ``cache``; older releases ``past_key_values``.
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    past = None
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            if use_cache:
+                feed = tokens if past is None else tokens[:, -1:]
+                output = model(input_ids=feed, use_cache=True, **{cache_arg: past})
+                past = output.get(cache_arg) if isinstance(output, Mapping) else None
+                use_cache = past is not None
+            else:
+                output = model(tokens)
+            nxt = choose(logits_of(output)[:, -1, :], tokens)
+            tokens = torch.cat([tokens, nxt.to(tokens.dtype).unsqueeze(-1)], dim=-1)
+    return tokens
+
+
+def generate_greedy(
+    model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, config: DecodingConfig | None = None
+) -> torch.Tensor:
+    """Greedy continuation; returns ``[B, T + max_new_tokens]`` (prompt included, like HF ``generate``).
+
+    No early stop at EOS. Only ``config.repetition_penalty`` is used; sampling settings are ignored.
+    """
+    if config is not None and not isinstance(config, DecodingConfig):
+        raise InvalidArgument(
+            f"config={type(config).__name__} is not a DecodingConfig; allowed: None or a DecodingConfig"
+        )
+    penalty = 1.0 if config is None else config.repetition_penalty
+
+    def choose(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return apply_repetition_penalty(logits.float(), tokens, penalty).argmax(dim=-1)
+
+    return _decode(model, input_ids, max_new_tokens, choose)
+
+
+@dataclass
+class DecodedModel:
+    """A model paired with the decoding settings it is to be used with (not an ``nn.Module``)."""
+
+    model: nn.Module
+    config: DecodingConfig
+    modification: Modification | None = None
+
+    @property
+    def hemorrhage_modification(self) -> Modification:
+        """The full modification: ``modification`` when set (e.g. a Composed), else ``config``."""
+        return self.modification if self.modification is not None else self.config
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Forward to the wrapped model."""
+        return self.model(*args, **kwargs)
+
+    def log_probs(self, logits: torch.Tensor, prev_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """:func:`effective_log_probs` under this config."""
+        return effective_log_probs(logits, self.config, prev_tokens)
+
+    def generate(
+        self, input_ids: torch.Tensor, max_new_tokens: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Decode with this config (greedy or sampled); returns prompt + new tokens."""
+
+        def choose(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+            logp = effective_log_probs(logits, self.config, tokens)
+            if not self.config.do_sample:
+                return logp.argmax(dim=-1)
+            return torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+
+        return _decode(self.model, input_ids, max_new_tokens, choose)

@@ -1,0 +1,148 @@
+"""Depth expansion: duplicate decoder blocks, or insert identity-initialised copies.
+
+An identity block is a copy of a block whose residual-branch output
+projections (attention ``o_proj``/``c_proj``, MLP ``down_proj``/``c_proj``,
+weights and biases) are zeroed, so the block adds nothing to the residual
+stream and the model's outputs are unchanged. New blocks go right after the
+original they copy; ``positions`` index the original blocks (a repeated index
+inserts several copies). With ``count`` the copied blocks are spread evenly:
+``floor(i * L / count)`` for ``i < count``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgument
+from ._common import (
+    WeightModification,
+    check_choice,
+    check_int,
+    find_decoder_blocks,
+    output_projections,
+    set_decoder_blocks,
+)
+
+__all__ = ["ExpansionConfig", "expand", "identity_block"]
+
+MODES = ("duplicate", "identity")
+
+
+def identity_block(block: nn.Module) -> nn.Module:
+    """A deep copy of ``block`` with its residual output projections zeroed."""
+    new = copy.deepcopy(block)
+    projections = output_projections(new)
+    if not projections:
+        raise InvalidArgument(
+            f"mode='identity' but block class {type(block).__name__} has no recognised output projection "
+            "(o_proj, out_proj, down_proj, c_proj, fc2, dense_4h_to_h, w2, wo); allowed: mode='duplicate'"
+        )
+    with torch.no_grad():
+        for _name, module in projections:
+            module.weight.zero_()
+            if isinstance(getattr(module, "bias", None), torch.Tensor):
+                module.bias.zero_()
+    return new
+
+
+@dataclass(frozen=True)
+class ExpansionConfig(WeightModification):
+    """Insert copies of decoder blocks (``positions`` of originals, or ``count`` spread evenly)."""
+
+    mode: Literal["duplicate", "identity"] = "duplicate"
+    positions: tuple[int, ...] | None = None
+    count: int | None = None
+
+    kind = "expand"
+
+    def __post_init__(self) -> None:
+        check_choice(self.mode, "mode", MODES)
+        if self.positions is not None and self.count is not None:
+            raise InvalidArgument(
+                f"positions={self.positions!r} and count={self.count!r} both given; allowed: one of them"
+            )
+        if self.positions is not None:
+            positions = (self.positions,) if isinstance(self.positions, int) else self.positions
+            try:
+                positions = tuple(positions)
+            except TypeError:
+                raise InvalidArgument(
+                    f"positions={self.positions!r} is not a sequence; allowed: block indices"
+                ) from None
+            if not positions:
+                raise InvalidArgument("positions=() inserts nothing; allowed: at least one block index")
+            for p in positions:
+                check_int(p, "positions", 0)
+            object.__setattr__(self, "positions", tuple(sorted(positions)))
+        elif self.count is None:
+            object.__setattr__(self, "count", 1)
+        if self.count is not None:
+            check_int(self.count, "count", 1)
+
+    def _sources(self, total: int) -> list[int]:
+        """Original index of every block of the expanded stack."""
+        if self.positions is not None:
+            if max(self.positions) >= total:
+                raise InvalidArgument(
+                    f"positions={self.positions!r} for a model with {total} blocks; "
+                    f"allowed: indices in [0, {total - 1}]"
+                )
+            chosen = list(self.positions)
+        else:
+            assert self.count is not None
+            chosen = [i * total // self.count for i in range(self.count)]
+        sources: list[int] = []
+        for i in range(total):
+            sources.append(i)
+            sources.extend([i] * chosen.count(i))
+        return sources
+
+    def _modify(self, model: nn.Module, calibration: torch.Tensor | None) -> None:
+        _name, blocks = find_decoder_blocks(model)
+        sources = self._sources(len(blocks))
+        originals = list(blocks)
+        new_blocks: list[nn.Module] = []
+        for j, src in enumerate(sources):
+            is_copy = j > 0 and sources[j - 1] == src
+            if not is_copy:
+                new_blocks.append(originals[src])
+            elif self.mode == "identity":
+                new_blocks.append(identity_block(originals[src]))
+            else:
+                new_blocks.append(copy.deepcopy(originals[src]))
+        set_decoder_blocks(model, blocks, new_blocks, sources)
+
+    @property
+    def _inserted(self) -> int:
+        return len(self.positions) if self.positions is not None else int(self.count or 0)
+
+    def describe(self) -> str:
+        what = "identity-initialised" if self.mode == "identity" else "duplicated"
+        if self.positions is not None:
+            where = f"after blocks {','.join(map(str, self.positions))}"
+        else:
+            where = "spread evenly"
+        return f"insert {self._inserted} {what} block(s) {where}"
+
+    @property
+    def strength(self) -> float:
+        """0.5 per duplicated block; identity blocks leave outputs unchanged, so 0."""
+        return 0.0 if self.mode == "identity" else 0.5 * self._inserted
+
+
+def expand(
+    model: nn.Module,
+    mode: str = "duplicate",
+    positions: tuple[int, ...] | None = None,
+    count: int | None = None,
+    *,
+    inplace: bool = False,
+) -> nn.Module:
+    """Return a copy of ``model`` with extra decoder blocks (see :class:`ExpansionConfig`)."""
+    config = ExpansionConfig(mode=mode, positions=positions, count=count)  # type: ignore[arg-type]
+    return config.apply(model, inplace=inplace)
