@@ -589,4 +589,7 @@ def default_model(
     if device is not None:
         model = model.to(device)
     model.eval()
+    from .probes import register_tokenizer
+
+    register_tokenizer(model, tokenizer)  # lets compare(model, candidate) use the built-in probes
     return model, tokenizer

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -16,7 +17,7 @@ from .errors import InvalidArgument
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Probes", "ProbeBatch", "as_probes", "tokenizer_for"]
+__all__ = ["Probes", "ProbeBatch", "as_probes", "register_tokenizer", "tokenizer_for"]
 
 
 @dataclass
@@ -211,9 +212,20 @@ class Probes:
             yield ProbeBatch(units=units, input_ids=ids, attention_mask=mask)
 
 
+_TOKENIZERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def register_tokenizer(model: Any, tokenizer: Any) -> None:
+    """Remember ``tokenizer`` for ``model`` so that ``probes=None`` can build the built-in probe set."""
+    _TOKENIZERS[model] = tokenizer
+
+
 def tokenizer_for(model: Any) -> Any:
-    """The tokenizer attached to ``model`` by :func:`pytest_hemorrhage.models.default_model`, if any."""
-    return getattr(model, "hemorrhage_tokenizer", None)
+    """The tokenizer registered for ``model`` (``default_model`` registers its own), or None."""
+    try:
+        return _TOKENIZERS.get(model)
+    except TypeError:  # not weak-referenceable
+        return None
 
 
 def as_probes(probes: Any, baseline: Any = None) -> Probes:

@@ -12,6 +12,7 @@ from tiny_models import VOCAB, random_token_ids, tiny_gpt2, tiny_llama, tiny_qwe
 
 import pytest_hemorrhage as ph
 from pytest_hemorrhage.errors import HemorrhageDetected, HemorrhageError, InvalidArgument
+from pytest_hemorrhage.thresholds import Thresholds
 
 FACTORIES = [tiny_llama, tiny_gpt2, tiny_qwen2]
 
@@ -51,7 +52,9 @@ def test_broken_candidate_fails_with_design_message(factory):
     lines = message.splitlines()
     assert lines[0].startswith("Model hemorrhage: mean KL")
     assert "> 0.001 allowed" in lines[0] and "95% CI" in lines[0]
-    assert any("PPL ratio" in line and "(up to 1.0500 allowed)" in line for line in lines[1:])
+    # The other gated metrics follow, each with its (default) threshold.
+    default_ppl = f"(up to {Thresholds().max_ppl_ratio:.4f} allowed)"
+    assert any("PPL ratio" in line and default_ppl in line for line in lines[1:])
     assert any("same top-1" in line and "required" in line for line in lines[1:])
     prefix = "transformer.h" if factory is tiny_gpt2 else "model.layers"
     assert f"first layer past threshold: {prefix}.1 (SQNR" in message

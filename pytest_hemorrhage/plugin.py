@@ -1,0 +1,249 @@
+"""pytest hooks only: options, ini keys, the marker, fixtures, terminal summary, JUnit properties.
+
+Nothing here imports torch at import time, so ``pytest --help`` stays fast; the comparison
+engine is imported when a check actually runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from .errors import HemorrhageDetected, InvalidArgument
+from .thresholds import Thresholds
+
+CHECKS_KEY = pytest.StashKey[list]()
+
+MARKER_DOC = (
+    "hemorrhage(**thresholds): thresholds for the `hemorrhage` fixture's checks in this test, e.g. "
+    "@pytest.mark.hemorrhage(max_kl=0.02, min_top1_agreement=0.95). Keys: "
+    + ", ".join(Thresholds.keys())
+)
+
+
+def _option_name(key: str) -> str:
+    return "--hemorrhage-" + key.replace("_", "-")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hemorrhage", "model hemorrhage checks (pytest-hemorrhage)")
+    group.addoption("--hemorrhage-report", dest="hemorrhage_report", metavar="PATH", default=None,
+                    help="write every check of the session to PATH as JSON (Markdown if PATH ends in .md)")
+    group.addoption("--hemorrhage-device", dest="hemorrhage_device", metavar="DEVICE", default=None,
+                    help="run checks on this torch device (e.g. cpu, cuda, cuda:1); default: where the models are")
+    group.addoption("--hemorrhage-batch-size", dest="hemorrhage_batch_size", type=int, default=None,
+                    metavar="N", help="probes per forward pass (default 8)")
+    group.addoption("--hemorrhage-update", dest="hemorrhage_update", action="store_true", default=False,
+                    help="re-record baseline snapshots instead of comparing against them")
+    for key in Thresholds.keys():
+        group.addoption(_option_name(key), dest=f"hemorrhage_{key}", default=None, metavar="VALUE",
+                        help=f"default {key} for every check (the marker overrides it)")
+        parser.addini(f"hemorrhage_{key}", help=f"default {key} for every hemorrhage check", default=None)
+    parser.addini("hemorrhage_snapshot_dir", help="folder of baseline snapshots (relative to rootdir)",
+                  default="hemorrhage_snapshots")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_DOC)
+    config.stash[CHECKS_KEY] = []
+    # Settle ini / command-line thresholds once, so a bad value is a usage error at startup.
+    _session_thresholds(config)
+    batch = config.getoption("hemorrhage_batch_size", default=None)
+    if batch is not None and batch < 1:
+        raise pytest.UsageError(f"--hemorrhage-batch-size must be at least 1, got {batch}")
+
+
+def _session_thresholds(config: pytest.Config) -> Thresholds:
+    """Defaults, then the ini file, then the command line; errors name the exact ini key or option."""
+    inipath = getattr(config, "inipath", None)
+    ini_file = inipath.name if inipath else "the ini file"
+    result = Thresholds()
+    try:
+        for key in Thresholds.keys():
+            value = config.getini(f"hemorrhage_{key}")
+            if value not in (None, "", []):
+                result = result.merged({key: value}, source=f"hemorrhage_{key} in {ini_file}")
+        for key in Thresholds.keys():
+            opt = config.getoption(f"hemorrhage_{key}", default=None)
+            if opt is not None:
+                result = result.merged({key: opt}, source=f"command line option {_option_name(key)}")
+    except InvalidArgument as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return result
+
+
+def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    # Closest marker wins: iter_markers yields the function's own markers first.
+    for marker in reversed(list(item.iter_markers("hemorrhage"))):
+        if marker.args:
+            raise InvalidArgument(
+                f"@pytest.mark.hemorrhage takes keyword arguments only (e.g. max_kl=0.02), got "
+                f"positional {marker.args!r}"
+            )
+        merged.update(marker.kwargs)
+    return merged
+
+
+def resolve_item_thresholds(item: pytest.Item) -> Thresholds:
+    """Thresholds for ``item``: marker > command line > ini > defaults."""
+    base = _session_thresholds(item.config)
+    return base.merged(_marker_kwargs(item), source="@pytest.mark.hemorrhage")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("hemorrhage") is None:
+        return
+    try:
+        resolve_item_thresholds(item)
+    except InvalidArgument as exc:
+        pytest.fail(f"{item.nodeid}: {exc}", pytrace=False)
+
+
+class HemorrhageFixture:
+    """The ``hemorrhage`` fixture: run checks with this test's thresholds and record them."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+        self._item = request.node
+        self.reports: list[Any] = []
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """This test's thresholds (marker > command line > ini > defaults)."""
+        return resolve_item_thresholds(self._item)
+
+    def compare(self, baseline: Any, candidate: Any, probes: Any = None, **kwargs: Any):
+        """Compare and record the report without raising; returns the Report."""
+        from .comparison import compare
+
+        config = self._item.config
+        kwargs.setdefault("device", config.getoption("hemorrhage_device"))
+        batch = config.getoption("hemorrhage_batch_size")
+        if batch is not None:
+            kwargs.setdefault("batch_size", batch)
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in Thresholds.keys() or k.startswith(("max_", "min_"))}
+        thresholds = self.thresholds.merged(overrides, source="hemorrhage.check() keyword arguments")
+        name = kwargs.pop("name", None) or self._item.nodeid + (f"[{len(self.reports)}]" if self.reports else "")
+        report = compare(baseline, candidate, probes, thresholds=thresholds, name=name, **kwargs)
+        self._record(report)
+        return report
+
+    def check(self, baseline: Any, candidate: Any, probes: Any = None, **kwargs: Any):
+        """Compare; raise :class:`HemorrhageDetected` with the full report unless it passes."""
+        __tracebackhide__ = True
+        report = self.compare(baseline, candidate, probes, **kwargs)
+        if not report.passed:
+            raise HemorrhageDetected(report.to_text(), report)
+        return report
+
+    def _record(self, report: Any) -> None:
+        self.reports.append(report)
+        self._item.config.stash[CHECKS_KEY].append(
+            {"nodeid": self._item.nodeid, "report": json.loads(report.to_json())}
+        )
+        prefix = "hemorrhage" if len(self.reports) == 1 else f"hemorrhage[{len(self.reports) - 1}]"
+        props = self._item.user_properties
+        props.append((f"{prefix}_verdict", report.verdict))
+        for metric in report.metrics.values():
+            props.append((f"{prefix}_{metric.name}", f"{metric.estimate:.6g}"))
+            if metric.verdict != "info":
+                props.append((f"{prefix}_{metric.name}_ci_high" if metric.direction == "max"
+                              else f"{prefix}_{metric.name}_ci_low",
+                              f"{(metric.ci_high if metric.direction == 'max' else metric.ci_low):.6g}"))
+        first = report.first_bad_layer
+        if first is not None:
+            props.append((f"{prefix}_first_bad_layer", first.name))
+
+
+@pytest.fixture
+def hemorrhage(request: pytest.FixtureRequest) -> HemorrhageFixture:
+    """Run hemorrhage checks: ``hemorrhage.check(baseline, candidate, probes=None)``."""
+    return HemorrhageFixture(request)
+
+
+@pytest.fixture(scope="session")
+def hemorrhage_default_model():
+    """The embedded default model and tokenizer (SmolLM2-135M), loaded once per session.
+
+    Modify a copy, never this object: other tests share it.
+    """
+    from .models import default_model
+
+    return default_model()
+
+
+@pytest.fixture(scope="session")
+def hemorrhage_default_probes(hemorrhage_default_model):
+    """32 built-in probes of up to 128 tokens for the default model."""
+    from .probes import Probes
+
+    return Probes.builtin(hemorrhage_default_model[1], n=32, max_length=128)
+
+
+# ---------------------------------------------------------------------- xdist
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    checks = getattr(node, "workeroutput", {}).get("hemorrhage_checks")
+    if checks:
+        node.config.stash[CHECKS_KEY].extend(json.loads(checks))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    checks = config.stash.get(CHECKS_KEY, [])
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand the checks to the controller
+        workeroutput["hemorrhage_checks"] = json.dumps(checks)
+        return
+    path = config.getoption("hemorrhage_report")
+    if path:
+        from .files import atomic_write_text
+
+        if path.endswith(".md"):
+            text = "\n".join(_markdown_for(c) for c in checks) or "No hemorrhage checks ran.\n"
+        else:
+            text = json.dumps({"schema_version": 1, "checks": checks}, indent=2)
+        atomic_write_text(path, text)
+
+
+def _check_label(check: dict) -> str:
+    """The test id, plus the check's own name when it has one (hemorrhage.check(..., name=...))."""
+    name, nodeid = check["report"].get("name"), check["nodeid"]
+    return name if name and name.startswith(nodeid) else (f"{nodeid} ({name})" if name else nodeid)
+
+
+def _markdown_for(check: dict) -> str:
+    rep = check["report"]
+    lines = [f"### {_check_label(check)}: {rep['verdict']}", "", "| metric | estimate | CI | threshold | verdict |",
+             "|---|---|---|---|---|"]
+    for m in rep["metrics"]:
+        lines.append(f"| {m['name']} | {m['estimate']} | {m['ci_low']} – {m['ci_high']} | "
+                     f"{m['threshold'] if m['threshold'] is not None else '-'} | {m['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    checks = config.stash.get(CHECKS_KEY, [])
+    if not checks or getattr(config, "workeroutput", None) is not None:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "hemorrhage checks")
+    for check in checks:
+        rep = check["report"]
+        metrics = {m["name"]: m for m in rep["metrics"]}
+        parts = []
+        for name, label, fmt in (("kl", "KL", "{:.4g}"), ("top1", "top-1", "{:.2%}"),
+                                 ("ppl_ratio", "PPL ratio", "{:.4f}"), ("output_sqnr_db", "SQNR dB", "{:.1f}"),
+                                 ("label_agreement", "labels", "{:.2%}")):
+            m = metrics.get(name)
+            if m is not None and isinstance(m["estimate"], (int, float)):
+                parts.append(f"{label} {fmt.format(m['estimate'])}")
+        if rep.get("first_bad_layer"):
+            parts.append(f"first bad layer {rep['first_bad_layer']}")
+        verdict = rep["verdict"].upper()
+        markup = {"PASS": {"green": True}, "FAIL": {"red": True}}.get(verdict, {"yellow": True})
+        tr.write(f"{verdict:<13}", **markup)
+        tr.write_line(f"{_check_label(check)}  " + ", ".join(parts))

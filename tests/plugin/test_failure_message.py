@@ -1,0 +1,88 @@
+"""The assertion message of a failing check: verdict line, the other metrics, how to accept."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_fail_message_shape(pytester: pytest.Pytester, inner) -> None:
+    inner(
+        """
+        @pytest.mark.hemorrhage(max_kl=0.05, min_top1_agreement=0.9, max_ppl_ratio=1.05)
+        def test_harmful(hemorrhage):
+            hemorrhage.check(MODEL, harmful(), PROBES)
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            # The verdict line names the failing metric, its interval and the threshold.
+            "E   *HemorrhageDetected: Model hemorrhage: same top-1 *% (95% CI *) < 90.00% required",
+            # Then every other metric, gated ones with their threshold and verdict.
+            "E *  mean KL * nats/token (95% CI *) (up to 0.05 allowed)  [[]pass[]]",
+            "E *  top-k overlap *",
+            "E *  PPL ratio * (up to 1.0500 allowed)  [[]pass[]]",
+            "E *  KL per token: p50 *, p90 *, p99 *, p99.9 *, max *",
+            "E *first layer past threshold: model.layers.1 (SQNR * dB)",
+            "E *to accept this on purpose: loosen the threshold in @pytest.mark.hemorrhage(...), "
+            "or rerun with --hemorrhage-update to re-record the snapshot",
+        ]
+    )
+    # The failing metric is the headline, not repeated in the list below it.
+    result.stdout.no_fnmatch_line("E *  same top-1 *")
+
+
+def test_fail_message_lists_passing_min_metrics_with_at_least(pytester: pytest.Pytester, inner) -> None:
+    inner(
+        """
+        @pytest.mark.hemorrhage(max_kl=1e-9, min_top1_agreement=0.9, max_ppl_ratio=1.05)
+        def test_mild_tight(hemorrhage):
+            hemorrhage.check(MODEL, mild(), PROBES)
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *HemorrhageDetected: Model hemorrhage: mean KL * nats/token (95% CI *) > 1e-09 allowed",
+            "E *  same top-1 * (at least 90.00% required)  [[]pass[]]",
+            "E *  PPL ratio * (up to 1.0500 allowed)  [[]pass[]]",
+            "E *no layer below 15.0 dB SQNR; lowest: model.layers.* dB)",
+            "E *--hemorrhage-update*",
+        ]
+    )
+
+
+def test_inconclusive_message_and_exception_attributes(pytester: pytest.Pytester, inner) -> None:
+    inner(
+        """
+        from pytest_hemorrhage.errors import HemorrhageDetected
+
+        def test_inconclusive(hemorrhage):
+            kl = hemorrhage.compare(MODEL, mild(), PROBES).metrics["kl"]
+            # A threshold between the estimate and the upper bound of its interval cannot be decided.
+            limit = (kl.estimate + kl.ci_high) / 2
+            with pytest.raises(HemorrhageDetected) as info:
+                hemorrhage.check(MODEL, mild(), PROBES, max_kl=limit)
+            assert isinstance(info.value, AssertionError)
+            assert info.value.report.verdict == "inconclusive"
+            message = str(info.value)
+            assert message.startswith("Inconclusive: mean KL ")
+            assert "— inconclusive: about " in message and " more probes would decide" in message
+            assert "--hemorrhage-update" in message.splitlines()[-1]
+
+        def test_inconclusive_fails_the_test(hemorrhage):
+            kl = hemorrhage.compare(MODEL, mild(), PROBES).metrics["kl"]
+            hemorrhage.check(MODEL, mild(), PROBES, max_kl=(kl.estimate + kl.ci_high) / 2)
+
+        @pytest.mark.hemorrhage(inconclusive_fails=False)
+        def test_inconclusive_allowed(hemorrhage):
+            kl = hemorrhage.compare(MODEL, mild(), PROBES).metrics["kl"]
+            report = hemorrhage.check(MODEL, mild(), PROBES, max_kl=(kl.estimate + kl.ci_high) / 2)
+            assert report.verdict == "inconclusive"
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["E   *HemorrhageDetected: Inconclusive: mean KL * (up to * allowed) — inconclusive*"])
