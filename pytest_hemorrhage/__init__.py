@@ -18,6 +18,9 @@ __all__ = [
     "Report",
     "Thresholds",
     "Probes",
+    "Snapshot",
+    "record_snapshot",
+    "load_snapshot",
     "HemorrhageError",
     "InvalidArgument",
     "SnapshotError",
@@ -31,6 +34,9 @@ _LAZY = {
     "Report": ("report", "Report"),
     "Thresholds": ("thresholds", "Thresholds"),
     "Probes": ("probes", "Probes"),
+    "Snapshot": ("snapshot", "Snapshot"),
+    "record_snapshot": ("snapshot", "record_snapshot"),
+    "load_snapshot": ("snapshot", "load_snapshot"),
 }
 
 

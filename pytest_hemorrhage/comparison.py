@@ -115,15 +115,19 @@ def _on_device(models: list[nn.Module], device: str | torch.device | None) -> It
 class _Run:
     """Accumulators and bookkeeping of one comparison."""
 
-    def __init__(self, probes: Probes, base: ModelAdapter, cand: ModelAdapter, attention: bool, topk: int) -> None:
+    def __init__(self, probes: Probes, base: ModelAdapter | None, cand: ModelAdapter, attention: bool, topk: int,
+                 snapshot: Any = None) -> None:
         self.probes = probes
         self.base = base
+        self.snapshot = snapshot
         self.cand = cand
-        self.attention = attention
+        self.attention = attention and snapshot is None
         self.topk = topk
-        self.device = base.device
+        self.device = base.device if base is not None else cand.device
+        self.kind = "lm" if snapshot is not None else None
         n = len(probes)
-        base_names = [name for name, _ in base.layers]
+        base_names = snapshot.layer_names if snapshot is not None else [name for name, _ in base.layers]
+        self.base_names = base_names
         cand_names = {name for name, _ in cand.layers}
         self.layer_names = [name for name in base_names if name in cand_names]
         self.unmatched = {
@@ -141,6 +145,9 @@ class _Run:
 
     # ------------------------------------------------------------------ per batch
     def run_batch(self, batch: Any) -> None:
+        if self.snapshot is not None:
+            self._run_snapshot_batch(batch)
+            return
         stored: dict[str, torch.Tensor] = {}
         mask = batch.attention_mask.to(self.device) if batch.attention_mask is not None else None
 
@@ -165,9 +172,22 @@ class _Run:
         with capture_layers(self.cand.layers, measure):
             out_m, attn_m = self.cand.forward(batch, self.attention)
         stored.clear()
+        self.kind = self.base.kind
         self._outputs(batch, out_b, out_m.to(self.device), mask)
         if self.attention and attn_b is not None and attn_m is not None:
             self._attention(attn_b, attn_m, mask)
+
+    def _run_snapshot_batch(self, batch: Any) -> None:
+        def measure(name: str, h: torch.Tensor) -> None:
+            i = self.layer_index.get(name)
+            if i is not None:
+                self.layer_sums[i] += self.snapshot.layer_sums(name, batch, h).to(self.device)
+
+        with capture_layers(self.cand.layers, measure):
+            out_m, _ = self.cand.forward(batch)
+        units, values = self.snapshot.output_metrics(batch, out_m.to(self.device), self.topk)
+        self.tokens.add(units, values)
+        self.kl_hist.add(values["kl"])
 
     def _outputs(self, batch: Any, out_b: torch.Tensor, out_m: torch.Tensor, mask: torch.Tensor | None) -> None:
         if out_b.shape != out_m.shape:
@@ -213,7 +233,7 @@ class _Run:
     def layers(self) -> tuple[list[LayerResult], dict[str, str] | None]:
         sums = self.layer_sums.cpu().tolist()
         results, nonfinite = [], None
-        base_names = [name for name, _ in self.base.layers]
+        base_names = self.base_names
         for name, (signal, error, cos, tokens) in zip(self.layer_names, sums):
             idx = self.layer_names.index(name)
             if nonfinite is None and not all(math.isfinite(v) for v in (error, cos)):
@@ -295,7 +315,7 @@ def _tensor_metrics(run: _Run, thresholds: Thresholds) -> dict[str, MetricResult
         "output_rel_error": _metric("output_rel_error", rel, thresholds, n_tokens),
         "output_cosine": _metric("output_cosine", ratio_estimate(cos, tokens, conf), thresholds, n_tokens),
     }
-    if run.base.kind == "classifier":
+    if run.kind == "classifier":
         labels = run.labels.cpu().numpy()
         ones = (labels[:, 0] >= 0).astype(float)
         agree = (labels[:, 0] == labels[:, 1]).astype(float)
@@ -343,18 +363,34 @@ def compare(
         raise InvalidArgument(f"batch_size: must be a positive integer, got {batch_size!r}")
     if not isinstance(topk, int) or topk < 1:
         raise InvalidArgument(f"topk: must be a positive integer, got {topk!r}")
-    if not isinstance(baseline, nn.Module):
+    from .snapshot import Snapshot
+
+    snapshot = baseline if isinstance(baseline, Snapshot) else None
+    if snapshot is None and not isinstance(baseline, nn.Module):
         raise InvalidArgument(
-            f"baseline: expected a torch.nn.Module, got {type(baseline).__name__}"
+            f"baseline: expected a torch.nn.Module or a Snapshot (load_snapshot), got {type(baseline).__name__}"
         )
-    check_pair(baseline, candidate)
-    probe_set = as_probes(probes, baseline)
-    base = adapt(baseline, layers, output)
+    if snapshot is not None:
+        if not isinstance(candidate, nn.Module):
+            raise InvalidArgument(f"candidate: expected a torch.nn.Module, got {type(candidate).__name__}")
+        if probes is None:
+            probe_set = snapshot.probes
+        else:
+            probe_set = as_probes(probes)
+            snapshot.check_identity(probes=probe_set)
+        base = None
+        models = {"candidate": candidate}
+    else:
+        check_pair(baseline, candidate)
+        probe_set = as_probes(probes, baseline)
+        base = adapt(baseline, layers, output)
+        models = {"baseline": baseline, "candidate": candidate}
     cand = adapt(candidate, layers, output)
-    with _on_device([baseline, candidate], device), _eval_mode({"baseline": baseline, "candidate": candidate}), \
-            eager_attention(baseline, attention), eager_attention(candidate, attention), torch.inference_mode():
-        run = _Run(probe_set, base, cand, attention, topk)
-        pad_id = _pad_id(baseline)
+    with _on_device(list(models.values()), device), _eval_mode(models), \
+            eager_attention(baseline, attention and snapshot is None), eager_attention(candidate, attention), \
+            torch.inference_mode():
+        run = _Run(probe_set, base, cand, attention, topk, snapshot)
+        pad_id = _pad_id(candidate if snapshot is not None else baseline)
         batches = probe_set.batches(batch_size, pad_id=pad_id)
         if progress:
             from tqdm.auto import tqdm
@@ -374,7 +410,7 @@ def _pad_id(model: nn.Module) -> int:
 def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Module, candidate: nn.Module,
                   name: str | None) -> Report:
     layers, nonfinite = run.layers()
-    if run.base.kind == "lm":
+    if run.kind == "lm":
         metrics = _lm_metrics(run, thr)
         quantiles = {k: run.kl_hist.quantile(q) for k, q in _KL_QUANTILES.items()}
         quantiles["max"] = float(run.kl_hist.max)
@@ -387,16 +423,19 @@ def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Modul
             nonfinite = {"layer": "output", "where": "output"}
     by_tag: dict[str, dict[str, float]] = {}
     tags = sorted(set(probes.tags))
-    if run.base.kind == "lm" and (len(tags) > 1 or tags != ["all"]):
+    if run.kind == "lm" and (len(tags) > 1 or tags != ["all"]):
         for tag in tags:
             units = [i for i, t in enumerate(probes.tags) if t == tag]
             tm = _lm_metrics(run, thr, units)
             by_tag[tag] = {"n_units": len(units), "n_tokens": tm["kl"].n_tokens, "kl": tm["kl"].estimate,
                            "top1": tm["top1"].estimate, "ppl_ratio": tm["ppl_ratio"].estimate}
+    from .snapshot import Snapshot
+
+    snapshot = baseline if isinstance(baseline, Snapshot) else None
     identity = {
-        "baseline": type(baseline).__name__,
+        "baseline": f"snapshot {snapshot.path or '(in memory)'}" if snapshot else type(baseline).__name__,
         "candidate": type(candidate).__name__,
-        "baseline_parameters": sum(p.numel() for p in baseline.parameters()),
+        "baseline_parameters": None if snapshot else sum(p.numel() for p in baseline.parameters()),
         "candidate_parameters": sum(p.numel() for p in candidate.parameters()),
         "probes": probes.name,
         "probes_sha256": probes.fingerprint(),
@@ -406,7 +445,7 @@ def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Modul
     if modification is not None and hasattr(modification, "describe"):
         identity["modification"] = modification.describe()
     return Report(
-        metrics=metrics, layers=layers, thresholds=thr.to_dict(), kind=run.base.kind, kl_quantiles=quantiles,
+        metrics=metrics, layers=layers, thresholds=thr.to_dict(), kind=run.kind, kl_quantiles=quantiles,
         by_tag=by_tag, unmatched_layers={k: v for k, v in run.unmatched.items() if v}, nonfinite=nonfinite,
         identity=identity, name=name,
     )

@@ -85,3 +85,20 @@ def test_input_errors_exit_2(model_dirs, capsys, argv, message):
 
 def test_usage_error_exits_2(capsys):
     assert main(["frobnicate"]) == 2
+
+
+def test_snapshot_then_compare_against_it(model_dirs, tmp_path, capsys):
+    snap = tmp_path / "base.safetensors"
+    assert main(["snapshot", model_dirs["base"], "--out", str(snap), "--probes", "12", "--max-length", "32"]) == 0
+    assert "bytes per scored token" in capsys.readouterr().out
+    assert main(["compare", str(snap), model_dirs["same"], "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["identity"]["n_probes"] == 12 and report["verdict"] == "pass"
+    assert main(["compare", str(snap), model_dirs["broken"], "--max-kl", "0.001"]) == 1
+
+
+def test_damaged_snapshot_exits_2(model_dirs, tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 5)
+    assert main(["compare", str(bad), model_dirs["same"]]) == 2
+    assert "truncated" in capsys.readouterr().err
