@@ -268,7 +268,7 @@ def _metric(name: str, est: Estimate, thresholds: Thresholds, n_tokens: int, **e
     if name in _RANGES:
         lo, hi = _RANGES[name]
         clamp = (lambda x: min(max(x, lo), hi) if not math.isnan(x) else x)
-        est = Estimate(est.value, clamp(est.low), clamp(est.high), est.se, est.k)
+        est = Estimate(clamp(est.value), clamp(est.low), clamp(est.high), est.se, est.k)
     key = next((k for k, spec in THRESHOLD_SPECS.items() if spec.metric == name), None)
     threshold = getattr(thresholds, key) if key else None
     result = MetricResult(
