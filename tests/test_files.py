@@ -1,0 +1,39 @@
+"""Atomic writes: old content or new content, never a partial file; normal permissions."""
+
+import os
+
+import pytest
+
+from pytest_hemorrhage import files
+from pytest_hemorrhage.files import atomic_write_bytes, atomic_write_text
+
+
+def test_writes_and_replaces(tmp_path):
+    target = tmp_path / "sub" / "report.json"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.json"]
+
+
+def test_permissions_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f", b"x")
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "f").stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_interrupt_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "snap.safetensors"
+    target.write_bytes(b"old")
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"new content")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["snap.safetensors"]
