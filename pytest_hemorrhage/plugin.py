@@ -7,6 +7,7 @@ engine is imported when a check actually runs.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from .errors import HemorrhageDetected, InvalidArgument
 from .thresholds import Thresholds
 
 CHECKS_KEY = pytest.StashKey[list]()
+SNAPSHOTS_KEY = pytest.StashKey[list]()
 
 MARKER_DOC = (
     "hemorrhage(**thresholds): thresholds for the `hemorrhage` fixture's checks in this test, e.g. "
@@ -30,7 +32,8 @@ def _option_name(key: str) -> str:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hemorrhage", "model hemorrhage checks (pytest-hemorrhage)")
     group.addoption("--hemorrhage-report", dest="hemorrhage_report", metavar="PATH", default=None,
-                    help="write every check of the session to PATH as JSON (Markdown if PATH ends in .md)")
+                    help="write every check of the session to PATH as JSON (Markdown if PATH ends in .md, a "
+                         "self-contained HTML page with plots if it ends in .html)")
     group.addoption("--hemorrhage-device", dest="hemorrhage_device", metavar="DEVICE", default=None,
                     help="run checks on this torch device (e.g. cpu, cuda, cuda:1); default: where the models are")
     group.addoption("--hemorrhage-batch-size", dest="hemorrhage_batch_size", type=int, default=None,
@@ -48,6 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_DOC)
     config.stash[CHECKS_KEY] = []
+    config.stash[SNAPSHOTS_KEY] = []
     # Settle ini / command-line thresholds once, so a bad value is a usage error at startup.
     _session_thresholds(config)
     batch = config.getoption("hemorrhage_batch_size", default=None)
@@ -139,6 +143,43 @@ class HemorrhageFixture:
             raise HemorrhageDetected(report.to_text(), report)
         return report
 
+    def snapshot(self, baseline: Any = None, probes: Any = None, *, name: str | None = None,
+                 tokenizer: Any = None, **record_kwargs: Any):
+        """This test's baseline snapshot, from the ``hemorrhage_snapshot_dir`` folder.
+
+        Missing: recorded from ``baseline`` and the test fails saying so (commit the file).
+        ``--hemorrhage-update``: re-recorded. Present: loaded and, when ``baseline`` / ``probes`` /
+        ``tokenizer`` are given, checked against them (a mismatch names what differs).
+        """
+        __tracebackhide__ = True
+        from .errors import SnapshotError
+        from .probes import as_probes, tokenizer_for
+        from .snapshot import load_snapshot, record_snapshot, snapshot_path
+
+        config = self._item.config
+        root = Path(config.rootpath) / config.getini("hemorrhage_snapshot_dir")
+        path = snapshot_path(root, name or self._item.nodeid)
+        update = config.getoption("hemorrhage_update")
+        tokenizer = tokenizer if tokenizer is not None else (tokenizer_for(baseline) if baseline is not None else None)
+        if update or not path.exists():
+            if baseline is None:
+                raise SnapshotError(
+                    f"no snapshot at {path} and no baseline model to record it from; pass the baseline "
+                    "model to hemorrhage.snapshot(baseline, probes) once to record it"
+                )
+            snap = record_snapshot(baseline, probes, path, tokenizer=tokenizer, **record_kwargs)
+            config.stash[SNAPSHOTS_KEY].append(str(path))
+            if not update:
+                pytest.fail(
+                    f"hemorrhage snapshot {path} did not exist: it was recorded from the baseline now. "
+                    "Commit it and rerun to compare against it.",
+                    pytrace=False,
+                )
+            return snap
+        snap = load_snapshot(path, root=root)
+        snap.check_identity(baseline, tokenizer, as_probes(probes) if probes is not None else None)
+        return snap
+
     def _record(self, report: Any) -> None:
         self.reports.append(report)
         self._item.config.stash[CHECKS_KEY].append(
@@ -186,6 +227,9 @@ def hemorrhage_default_probes(hemorrhage_default_model):
 # ---------------------------------------------------------------------- xdist
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
+    recorded = getattr(node, "workeroutput", {}).get("hemorrhage_snapshots")
+    if recorded:
+        node.config.stash[SNAPSHOTS_KEY].extend(json.loads(recorded))
     checks = getattr(node, "workeroutput", {}).get("hemorrhage_checks")
     if checks:
         node.config.stash[CHECKS_KEY].extend(json.loads(checks))
@@ -197,6 +241,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: hand the checks to the controller
         workeroutput["hemorrhage_checks"] = json.dumps(checks)
+        workeroutput["hemorrhage_snapshots"] = json.dumps(config.stash.get(SNAPSHOTS_KEY, []))
         return
     path = config.getoption("hemorrhage_report")
     if path:
@@ -204,6 +249,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
         if path.endswith(".md"):
             text = "\n".join(_markdown_for(c) for c in checks) or "No hemorrhage checks ran.\n"
+        elif path.lower().endswith((".html", ".htm")):
+            from .html_report import render_html
+
+            text = render_html(checks)
         else:
             text = json.dumps({"schema_version": 1, "checks": checks}, indent=2)
         atomic_write_text(path, text)
@@ -227,9 +276,16 @@ def _markdown_for(check: dict) -> str:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     checks = config.stash.get(CHECKS_KEY, [])
-    if not checks or getattr(config, "workeroutput", None) is not None:
+    recorded = config.stash.get(SNAPSHOTS_KEY, [])
+    if getattr(config, "workeroutput", None) is not None:
         return
     tr = terminalreporter
+    if recorded:
+        tr.write_sep("=", "hemorrhage snapshots recorded")
+        for path in dict.fromkeys(recorded):  # xdist workers may each record the same file
+            tr.write_line(path)
+    if not checks:
+        return
     tr.write_sep("=", "hemorrhage checks")
     for check in checks:
         rep = check["report"]

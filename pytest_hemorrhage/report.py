@@ -1,4 +1,4 @@
-"""Report: verdicts, per-metric and per-layer tables, and renderings (text, JSON, Markdown).
+"""Report: verdicts, per-metric and per-layer tables, and renderings (text, JSON, Markdown, HTML).
 
 ``to_json()`` is the machine-readable truth; every other rendering derives from the same data.
 """
@@ -308,6 +308,13 @@ class Report:
         if self.nonfinite:
             out += ["", f"Non-finite values first in `{self.nonfinite['layer']}`"]
         return "\n".join(out) + "\n"
+
+    def to_html(self) -> str:
+        """A self-contained HTML page of this report (inline CSS, plots embedded as PNG)."""
+        from .html_report import render_html
+
+        title = f"Model hemorrhage report: {self.name}" if self.name else "Model hemorrhage report"
+        return render_html([{"nodeid": "", "report": self.to_dict()}], title=title)
 
     def summary_line(self) -> str:
         """A one-line summary for terminal tables."""

@@ -14,6 +14,7 @@ its header size is bounded before anything is allocated, and its content hash is
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -93,6 +94,7 @@ def tokenizer_sha256(tokenizer: Any) -> str | None:
 
 
 # ---------------------------------------------------------------------- sketches
+@functools.lru_cache(maxsize=8)
 def _projection(seed: int, dim: int, hidden: int, device: torch.device) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.randint(0, 2, (dim, hidden), generator=g) * 2 - 1).to(device, torch.float32)
@@ -117,6 +119,7 @@ class Snapshot:
     tensors: dict[str, torch.Tensor]
     path: Path | None = None
     _offsets: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _signs_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         lengths = self.tensors["lengths"].long()
@@ -241,7 +244,11 @@ class Snapshot:
         hidden = h.shape[-1]
         seed = int(self.meta["sketch"]["seed"])
         proj = _projection(seed, int(self.meta["sketch"]["dim"]), hidden, h.device)
-        signs = torch.cat([_signs(seed, u, n, hidden, h.device) for u, n in zip(batch.units, lengths)])
+        key = (tuple(batch.units), hidden, h.device)
+        if self._signs_cache.get("key") != key:  # the same signs serve every layer of a batch
+            self._signs_cache = {"key": key, "signs": torch.cat(
+                [_signs(seed, u, n, hidden, h.device) for u, n in zip(batch.units, lengths)])}
+        signs = self._signs_cache["signs"]
         y_m = sketch_tokens(h, signs, proj)
         norm_b = self.tensors["norms"][index][store].to(h.device).float()
         y_b = self.tensors["sketches"][index][store].to(h.device).float() * norm_b.unsqueeze(-1)
@@ -380,11 +387,13 @@ def _record_batch(arrays, batch, logits, captured, layer_names, tok_off, sc_off,
         arrays["tail_logp"][rows] = lp.cpu().gather(-1, draws)
         arrays["target_logp"][rows] = lp.gather(-1, ids[row, 1:n].unsqueeze(-1)).squeeze(-1).cpu()
         tok_rows = slice(int(tok_off[unit]), int(tok_off[unit]) + n)
+        signs = None
         for li, name in enumerate(layer_names):
             h = captured[name][row, :n].float()
             hidden = h.shape[-1]
             proj = _projection(seed, sketch_dim, hidden, h.device)
-            signs = _signs(seed, unit, n, hidden, h.device)
+            if signs is None:
+                signs = _signs(seed, unit, n, hidden, h.device)
             norms = h.norm(dim=-1)
             y = sketch_tokens(h, signs, proj) / norms.clamp_min(1e-30).unsqueeze(-1)
             arrays["sketches"][li, tok_rows] = y.half().cpu()
