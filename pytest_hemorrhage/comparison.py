@@ -155,27 +155,47 @@ class _Run:
             if name in self.layer_index:
                 stored[name] = h
 
+        cand_out: dict[str, torch.Tensor] = {}
+
         def measure(name: str, h: torch.Tensor) -> None:
-            i = self.layer_index.get(name)
-            if i is None or name not in stored:
-                return
-            b = stored.pop(name)
-            if b.shape != h.shape:
-                raise HemorrhageError(
-                    f"layer {name}: baseline output shape {tuple(b.shape)} differs from candidate "
-                    f"{tuple(h.shape)}; exclude the layer with layers=[...] or compare outputs only (layers=None)"
-                )
-            self.layer_sums[i] += activation_sums(b, h, mask).sum(0).to(torch.float64)
+            if name in stored:
+                b = stored[name]
+                if b.shape != h.shape:
+                    raise HemorrhageError(
+                        f"layer {name}: baseline output shape {tuple(b.shape)} differs from candidate "
+                        f"{tuple(h.shape)}; exclude the layer with layers=[...] or compare outputs only (layers=None)"
+                    )
+                cand_out[name] = h
 
         with capture_layers(self.base.layers, keep):
             out_b, attn_b = self.base.forward(batch, self.attention)
         with capture_layers(self.cand.layers, measure):
             out_m, attn_m = self.cand.forward(batch, self.attention)
+        self._layer_metrics(stored, cand_out, mask)
         stored.clear()
+        cand_out.clear()
         self.kind = self.base.kind
         self._outputs(batch, out_b, out_m.to(self.device), mask)
         if self.attention and attn_b is not None and attn_m is not None:
             self._attention(attn_b, attn_m, mask)
+
+    def _layer_metrics(self, base: dict[str, torch.Tensor], cand: dict[str, torch.Tensor],
+                       mask: torch.Tensor | None) -> None:
+        """All layers of a batch in a few large operations: per-layer small ops cost more than the math."""
+        groups: dict[tuple, list[str]] = {}
+        for name in cand:
+            groups.setdefault((tuple(cand[name].shape), cand[name].device), []).append(name)
+        for names in groups.values():
+            b = torch.stack([base[n].to(self.device) for n in names])
+            m = torch.stack([cand[n].to(self.device) for n in names])
+            n_layers, n_rows = b.shape[0], b.shape[1]
+            flat_mask = None
+            if mask is not None and b.dim() == 4:
+                flat_mask = mask.unsqueeze(0).expand(n_layers, -1, -1).reshape(n_layers * n_rows, -1)
+            sums = activation_sums(b.flatten(0, 1), m.flatten(0, 1), flat_mask)
+            per_layer = sums.view(n_layers, n_rows, 4).sum(1).to(torch.float64)
+            index = torch.tensor([self.layer_index[n] for n in names], device=self.device)
+            self.layer_sums.index_add_(0, index, per_layer)
 
     def _run_snapshot_batch(self, batch: Any) -> None:
         def measure(name: str, h: torch.Tensor) -> None:

@@ -31,9 +31,16 @@ def activation_sums(h_b: torch.Tensor, h_m: torch.Tensor, mask: torch.Tensor | N
         w = torch.ones(b.shape[:2], device=b.device)
     else:
         w = mask.to(b.device).float()
-    signal = (b.square().sum(-1) * w).sum(-1)
-    error = ((b - m).square().sum(-1) * w).sum(-1)
-    cos = torch.nn.functional.cosine_similarity(b, m, dim=-1, eps=1e-12)
+    # Fused reductions (no full-size temporaries except the difference, which SQNR needs exactly:
+    # |b|² + |m|² − 2 b·m would cancel catastrophically for nearly identical activations).
+    b2 = torch.linalg.vecdot(b, b)
+    m2 = torch.linalg.vecdot(m, m)
+    bm = torch.linalg.vecdot(b, m)
+    diff = b - m
+    e2 = torch.linalg.vecdot(diff, diff)
+    cos = bm / (b2 * m2).sqrt().clamp_min(1e-12)
+    signal = (b2 * w).sum(-1)
+    error = (e2 * w).sum(-1)
     cosine = (cos * w).sum(-1)
     return torch.stack([signal, error, cosine, w.sum(-1)], dim=-1)
 
