@@ -137,8 +137,12 @@ class CandidateBench:
         """The candidate for ``config``: restored working copy, modified in place."""
         work = self.restore()
         self._dirty = True
-        with torch_threads(self.threads):
-            candidate = config.apply(work, inplace=True)
+        try:
+            with torch_threads(self.threads):
+                candidate = config.apply(work, inplace=True)
+        except BaseException:
+            self._work = None  # possibly half-modified, in any structure: start over next time
+            raise
         if candidate is not work or self._structure(work) != self._signature:
             self._work = None  # structure changed (or a wrapper came back): rebuild next time
         return candidate
@@ -183,13 +187,18 @@ def bench(request, baseline_model, fuzz_snapshot) -> CandidateBench:
 
 
 @pytest.fixture
-def record_finding(request, record_property):
-    """Record a shrunk modification: JUnit property, ``-s`` output and the terminal summary."""
+def record_finding(request):
+    """Record a shrunk modification: test properties (JUnit XML), ``-s`` output, terminal summary."""
 
     def record(label: str, evaluation: Evaluation) -> None:
         line = evaluation.line()
-        record_property(f"fuzz_{label}", evaluation.config.describe())
-        record_property(f"fuzz_{label}_kl", f"{evaluation.kl:.6g}")
+        key = "fuzz_" + "_".join(label.replace("-", " ").split())
+        # user_properties directly (as the plugin does): record_property warns under junit_family=xunit2.
+        request.node.user_properties.extend([
+            (key, evaluation.config.describe()),
+            (f"{key}_config", json.dumps(evaluation.config.to_dict(), sort_keys=True, default=str)),
+            (f"{key}_kl", f"{evaluation.kl:.6g}"),
+        ])
         print(f"\n[fuzz] {label}: {line}")
         request.config.stash.setdefault(FINDINGS_KEY, []).append(f"{label}: {line}")
 
@@ -212,3 +221,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             f"{bench.deep_copies} deep copy of the model, baseline run once (snapshot of "
             f"{len(bench.snapshot.probes)} probes)"
         )
+        kinds: dict[str, list[float]] = {}
+        for e in bench.evaluations:
+            kinds.setdefault(e.config.kind, []).append(e.seconds)
+        terminalreporter.write_line("per example (build + compare): " + ", ".join(
+            f"{kind} {sum(t) / len(t):.1f} s x {len(t)}" for kind, t in kinds.items()))

@@ -6,7 +6,7 @@ The model breaks at about 7 % sparsity, far below the ~55-65 % where the paper s
 pruning collapse: max_kl 0.02 is a quality gate, not a collapse point, and this model is small.
 
 Sparsity is searched on a 2.5 % grid (0 %, 2.5 %, ..., 30 %) rather than the strategy's default
-0.1 % grid: each example sorts every weight of the model (~10 s on 2 busy cores), and a coarse grid
+0.1 % grid: each example sorts every weight of the model (13-15 s per example on 2 busy cores), and a coarse grid
 needs a handful of examples to shrink while a fine one lands on a boundary decided by a few
 thousandths of a nat. Hypothesis shrinks the grid index toward 0, i.e. toward milder pruning.
 Found: 7.5 % (mean KL ~0.024, its whole confidence interval above 0.02); 5 % does not hemorrhage.
