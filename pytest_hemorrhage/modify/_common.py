@@ -300,22 +300,15 @@ def select_linears(
 
 def find_decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """Find the decoder-block stack: the ``nn.ModuleList`` of same-class children with most parameters."""
-    best: tuple[int, str, nn.ModuleList] | None = None
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.ModuleList) or len(module) == 0:
-            continue
-        classes = {type(child) for child in module}
-        if len(classes) != 1:
-            continue
-        count = sum(p.numel() for p in module.parameters())
-        if best is None or count > best[0]:
-            best = (count, name, module)
-    if best is None:
+    from ..capture import find_decoder_blocks as _find
+
+    found = _find(model)
+    if found is None:
         raise InvalidArgument(
             f"model={type(model).__name__} has no nn.ModuleList of same-class blocks; "
             "allowed: a model whose decoder blocks live in one nn.ModuleList"
         )
-    return best[1], best[2]
+    return found
 
 
 def set_decoder_blocks(
