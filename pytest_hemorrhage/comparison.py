@@ -198,13 +198,22 @@ class _Run:
             self.layer_sums.index_add_(0, index, per_layer)
 
     def _run_snapshot_batch(self, batch: Any) -> None:
-        def measure(name: str, h: torch.Tensor) -> None:
-            i = self.layer_index.get(name)
-            if i is not None:
-                self.layer_sums[i] += self.snapshot.layer_sums(name, batch, h).to(self.device)
+        cand_out: dict[str, torch.Tensor] = {}
 
-        with capture_layers(self.cand.layers, measure):
+        def keep(name: str, h: torch.Tensor) -> None:
+            if name in self.layer_index:
+                cand_out[name] = h
+
+        with capture_layers(self.cand.layers, keep):
             out_m, _ = self.cand.forward(batch)
+        groups: dict[tuple, list[str]] = {}
+        for name, h in cand_out.items():
+            groups.setdefault((tuple(h.shape), h.device), []).append(name)
+        for names in groups.values():  # all blocks of a batch at once, as for a live baseline
+            sums = self.snapshot.layer_sums(names, batch, torch.stack([cand_out[n] for n in names]))
+            index = torch.tensor([self.layer_index[n] for n in names], device=self.device)
+            self.layer_sums.index_add_(0, index, sums.to(self.device))
+        cand_out.clear()
         units, values = self.snapshot.output_metrics(batch, out_m.to(self.device), self.topk)
         self.tokens.add(units, values)
         self.kl_hist.add(values["kl"])
@@ -220,13 +229,16 @@ class _Run:
         units = torch.tensor(batch.units, device=self.device)
         if self.base.kind == "lm":
             ids = batch.input_ids.to(self.device)
-            valid = (mask[:, :-1] * mask[:, 1:]).bool()
-            rows, cols = valid.nonzero(as_tuple=True)
-            vocab = out_b.shape[-1]
-            lb = out_b[:, :-1].reshape(-1, vocab)
-            lm = out_m[:, :-1].reshape(-1, vocab)
-            flat = rows * (out_b.shape[1] - 1) + cols
-            values = token_output_metrics(lb[flat], lm[flat], ids[:, 1:][rows, cols], topk=self.topk)
+            # Right padding: each row's scored positions are one contiguous slice, so the logits are
+            # read through views instead of being gathered into a copy.
+            lengths = mask.sum(1).tolist()
+            parts = [token_output_metrics(out_b[r, : n - 1], out_m[r, : n - 1], ids[r, 1:n], topk=self.topk)
+                     for r, n in enumerate(lengths) if n > 1]
+            values = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
+            if not values:
+                return
+            rows = torch.cat([torch.full((int(n) - 1,), r, device=self.device)
+                              for r, n in enumerate(lengths) if n > 1])
             self.tokens.add(units[rows], values)
             self.kl_hist.add(values["kl"])
             return

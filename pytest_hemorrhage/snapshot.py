@@ -119,7 +119,6 @@ class Snapshot:
     tensors: dict[str, torch.Tensor]
     path: Path | None = None
     _offsets: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    _signs_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         lengths = self.tensors["lengths"].long()
@@ -205,15 +204,19 @@ class Snapshot:
                 f"vocabulary mismatch: the snapshot was recorded with vocabulary {self.meta['vocab_size']}, "
                 f"the candidate outputs {vocab}; use a candidate with the baseline's vocabulary or {_UPDATE_HINT}"
             )
-        flat = logits_m[:, :-1].reshape(-1, vocab)[rows * (logits_m.shape[1] - 1) + cols]
-        ids = batch.input_ids.to(logits_m.device)[:, 1:][rows, cols]
+        ids_all = batch.input_ids.to(logits_m.device)
         t = {k: self.tensors[k][store].to(logits_m.device) for k in
              ("top_ids", "top_logp", "tail_ids", "tail_logp", "tail_mass", "target_logp")}
         out: dict[str, list[torch.Tensor]] = {n: [] for n in OUTPUT_METRICS}
         k_report = min(topk, t["top_ids"].shape[1])
-        for start in range(0, flat.shape[0], 1024):
-            sl = slice(start, start + 1024)
-            lm = torch.log_softmax(flat[sl].float(), dim=-1)
+        start = 0
+        for r, n in enumerate(lengths):  # right padding: each row's scored tokens are one slice (a view)
+            if n < 1:
+                continue
+            sl = slice(start, start + n)
+            start += n
+            lm = torch.log_softmax(logits_m[r, :n].float(), dim=-1)
+            ids = ids_all[r, 1:n + 1]
             top_lp, top_ids = t["top_logp"][sl].float(), t["top_ids"][sl].long()
             lm_top = lm.gather(-1, top_ids)
             head = (top_lp.exp() * (top_lp - lm_top)).sum(-1)
@@ -228,38 +231,37 @@ class Snapshot:
             mine = lm.topk(k_report, dim=-1).indices
             out["top1"].append((mine[:, 0] == top_ids[:, 0]).float())
             out["topk"].append((top_ids[:, :k_report].unsqueeze(-1) == mine.unsqueeze(-2)).any(-1).float().mean(-1))
-            ym = lm.gather(-1, ids[sl].unsqueeze(-1)).squeeze(-1)
+            ym = lm.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
             yb = t["target_logp"][sl].float()
             out["dnll"].append(yb - ym)
             out["dp2"].append((ym.exp() - yb.exp()).square())
         return batch_units(batch, rows), {k: torch.cat(v) for k, v in out.items()}
 
-    def layer_sums(self, name: str, batch: Any, h_m: torch.Tensor) -> torch.Tensor:
-        """[4] sums (signal, estimated error, estimated cosine sum, tokens) for one layer and batch."""
-        index = self.meta["layers"].index(name)
+    def layer_sums(self, names: list[str], batch: Any, h_m: torch.Tensor) -> torch.Tensor:
+        """[L, 4] sums (signal, estimated error, estimated cosine sum, tokens) for stacked layers.
+
+        ``h_m``: the candidate's outputs of the blocks ``names``, stacked as [L, B, T, D].
+        """
+        index = torch.tensor([self.meta["layers"].index(n) for n in names])
         mask = batch.attention_mask.to(h_m.device).bool()
         lengths = mask.sum(1).tolist()
         store = self.token_rows(batch.units, lengths, "tokens")
-        h = h_m[mask].float()
+        h = h_m[:, mask].float()  # [L, n, D]
         hidden = h.shape[-1]
         seed = int(self.meta["sketch"]["seed"])
         proj = _projection(seed, int(self.meta["sketch"]["dim"]), hidden, h.device)
-        key = (tuple(batch.units), hidden, h.device)
-        if self._signs_cache.get("key") != key:  # the same signs serve every layer of a batch
-            self._signs_cache = {"key": key, "signs": torch.cat(
-                [_signs(seed, u, n, hidden, h.device) for u, n in zip(batch.units, lengths)])}
-        signs = self._signs_cache["signs"]
+        signs = torch.cat([_signs(seed, u, n, hidden, h.device) for u, n in zip(batch.units, lengths)])
         y_m = sketch_tokens(h, signs, proj)
-        norm_b = self.tensors["norms"][index][store].to(h.device).float()
-        y_b = self.tensors["sketches"][index][store].to(h.device).float() * norm_b.unsqueeze(-1)
-        norm_m = h.norm(dim=-1)
-        signal = norm_b.square().sum()
-        err_t = (y_b - y_m).square().sum(-1)
-        error = err_t.sum()
+        norm_b = self.tensors["norms"][index][:, store].to(h.device).float()
+        y_b = self.tensors["sketches"][index][:, store].to(h.device).float() * norm_b.unsqueeze(-1)
+        norm_m = torch.linalg.vector_norm(h, dim=-1)
+        diff = y_b - y_m
+        err_t = torch.linalg.vecdot(diff, diff)
         # cos = (|b|² + |m|² − |b−m|²) / (2|b||m|): exact norms, only the (small) difference is estimated,
         # so the estimate is as tight as the SQNR one. Per-token values are not clipped: that would bias the mean.
-        cos = ((norm_b.square() + norm_m.square() - err_t) / (2 * norm_b * norm_m).clamp_min(1e-12)).sum()
-        return torch.stack([signal, error, cos, torch.tensor(float(h.shape[0]), device=h.device)]).double()
+        cos = (norm_b.square() + norm_m.square() - err_t) / (2 * norm_b * norm_m).clamp_min(1e-12)
+        tokens = torch.full((h.shape[0],), float(h.shape[1]), device=h.device)
+        return torch.stack([norm_b.square().sum(-1), err_t.sum(-1), cos.sum(-1), tokens], dim=-1).double()
 
 
 def batch_units(batch: Any, rows: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,14 @@ OUTPUT_METRICS = ("kl", "top1", "topk", "dnll", "dp2")
 def kl_from_log_probs(logp_b: torch.Tensor, logp_m: torch.Tensor) -> torch.Tensor:
     """KL(p_b || p_m) over the last dimension, from log-probabilities; 0·log 0 counts as 0."""
     p_b = logp_b.exp()
-    diff = torch.where(p_b > 0, logp_b - logp_m, torch.zeros_like(logp_b))
+    kl = torch.linalg.vecdot(p_b, logp_b - logp_m)
+    bad = ~torch.isfinite(kl)
+    if bool(bad.any()):  # -inf log-probs (masked vocabulary): 0·log 0 must count as 0
+        rows = bad.nonzero(as_tuple=True)[0]
+        pb, lb, lm = p_b[rows], logp_b[rows], logp_m[rows]
+        kl[rows] = (pb * torch.where(pb > 0, lb - lm, torch.zeros_like(lb))).sum(-1)
     # Rounding can make an exact-zero divergence a hair negative; KL is never negative.
-    return (p_b * diff).sum(-1).clamp_min(0.0)
+    return kl.clamp_min(0.0)
 
 
 def token_output_metrics(
