@@ -28,13 +28,7 @@ from pytest_hemorrhage.modify._common import name_matches
 from tiny_models import random_token_ids, tiny_gpt2, tiny_llama, tiny_qwen2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threading only adds wake-up latency.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BUILDERS = {"llama": tiny_llama, "gpt2": tiny_gpt2, "qwen2": tiny_qwen2}

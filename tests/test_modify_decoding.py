@@ -20,13 +20,7 @@ from pytest_hemorrhage.modify import DecodedModel, DecodingConfig, effective_log
 from tiny_models import random_token_ids, tiny_llama
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threading only adds wake-up latency.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hand_distribution(logits: list[float], temperature: float, top_k: int, top_p: float) -> list[float]:

@@ -15,18 +15,7 @@ from pytest_hemorrhage.modify.lowrank import kept_rank
 from tiny_models import random_token_ids, tiny_gpt2, tiny_llama
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threading only adds wake-up latency.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def llama() -> nn.Module:
-    return tiny_llama()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5, 0.9])

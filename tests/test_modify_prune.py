@@ -12,28 +12,7 @@ from pytest_hemorrhage.modify._common import linear_modules, weight_out_in
 from tiny_models import random_token_ids, tiny_gpt2, tiny_llama, tiny_qwen2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threading only adds wake-up latency.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def llama() -> nn.Module:
-    return tiny_llama()
-
-
-@pytest.fixture(scope="module")
-def gpt2() -> nn.Module:
-    return tiny_gpt2()
-
-
-@pytest.fixture(scope="module")
-def qwen2() -> nn.Module:
-    return tiny_qwen2()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MODELS = ["llama", "gpt2", "qwen2"]

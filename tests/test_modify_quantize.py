@@ -16,23 +16,7 @@ from pytest_hemorrhage.modify.quantize import ACTIVATION_QUANT_ATTR, ActivationF
 from tiny_models import random_token_ids, tiny_gpt2, tiny_llama
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threading only adds wake-up latency (seconds over this file).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def llama() -> nn.Module:
-    return tiny_llama()
-
-
-@pytest.fixture(scope="module")
-def gpt2() -> nn.Module:
-    return tiny_gpt2()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_quant(values: list[float], bits: int, symmetric: bool) -> list[float]:

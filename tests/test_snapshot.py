@@ -31,16 +31,11 @@ from pytest_hemorrhage.snapshot import (
     tokenizer_sha256,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 UPDATE = "--hemorrhage-update"
 N_PROBES, LENGTH = 16, 24
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -30,21 +30,15 @@ from pytest_hemorrhage.strategies import (
 from tiny_models import random_token_ids, tiny_gpt2, tiny_llama
 
 # No example database: keep the working tree clean and runs reproducible.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 FAST = settings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 FIND = settings(database=None, max_examples=2000)
 
 LLAMA = tiny_llama(layers=2)
 GPT2 = tiny_gpt2(layers=2)
 IDS = random_token_ids(2, 8)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threading only adds wake-up latency.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _check_runs(model: nn.Module, config) -> None:
