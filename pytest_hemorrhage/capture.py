@@ -79,10 +79,10 @@ class ModelAdapter:
 
     @property
     def device(self) -> torch.device:
-        for p in self.model.parameters():
-            return p.device
-        for b in self.model.buffers():
-            return b.device
+        # Offloaded (meta) weights are loaded on demand by accelerate: the first real one says where inputs go.
+        for t in list(self.model.parameters()) + list(self.model.buffers()):
+            if t.device.type != "meta":
+                return t.device
         return torch.device("cpu")
 
     @property

@@ -25,7 +25,7 @@ from .report import LayerResult, MetricResult, Report
 from .stats import Estimate, LogHistogram, UnitAccumulator, decide, mcnemar_exact, ratio_estimate
 from .thresholds import THRESHOLD_SPECS, Thresholds
 
-__all__ = ["compare", "assert_no_hemorrhage", "check_pair"]
+__all__ = ["compare", "assert_no_hemorrhage", "check_pair", "explain", "generation_metrics"]
 
 _KL_QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99_9": 0.999}
 
@@ -60,7 +60,7 @@ def check_pair(baseline: nn.Module, candidate: nn.Module) -> None:
             "would be empty. Modify a copy (copy.deepcopy(baseline)) and pass that as the candidate."
         )
     for role, model in (("baseline", baseline), ("candidate", candidate)):
-        meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+        meta = [n for n, p in model.named_parameters() if p.device.type == "meta" and not _offloaded(model, n)]
         if meta:
             raise HemorrhageError(
                 f"{role}: parameter {meta[0]} is on the meta device (no data); load real weights "
@@ -74,6 +74,26 @@ def check_pair(baseline: nn.Module, candidate: nn.Module) -> None:
             f"{names[0] if names else 'a buffer'}): the modification was probably applied in place, "
             "so the baseline changed too. Apply it to copy.deepcopy(baseline) instead."
         )
+
+
+def _offloaded(model: nn.Module, parameter: str) -> bool:
+    """Whether an accelerate hook loads ``parameter`` on demand (CPU or disk offload via ``dispatch_model``)."""
+    parts = parameter.split(".")[:-1]
+    module = model
+    for part in [None] + parts:
+        if part is not None:
+            module = getattr(module, part, None)
+            if module is None:
+                return False
+        if getattr(module, "_hf_hook", None) is not None:
+            return True
+    return False
+
+
+def _dispatched(model: nn.Module) -> bool:
+    """A model placed by accelerate (``device_map=...``): its hooks, not ``.to()``, decide where weights live."""
+    return getattr(model, "hf_device_map", None) is not None or any(
+        getattr(m, "_hf_hook", None) is not None for m in model.modules())
 
 
 @contextlib.contextmanager
@@ -102,6 +122,13 @@ def _on_device(models: list[nn.Module], device: str | torch.device | None) -> It
         yield
         return
     device = torch.device(device)
+    dispatched = [type(m).__name__ for m in models if _dispatched(m)]
+    if dispatched:
+        raise InvalidArgument(
+            f"device={str(device)!r}: {dispatched[0]} was placed by accelerate (device_map / dispatch_model), "
+            "so moving it would undo that placement; leave device unset (and --hemorrhage-device off) "
+            "and compare it where accelerate put it"
+        )
     before = [next(iter(m.parameters()), torch.empty(0)).device for m in models]
     try:
         for m in models:
@@ -112,12 +139,44 @@ def _on_device(models: list[nn.Module], device: str | torch.device | None) -> It
             m.to(dev)
 
 
+def _seen_tokens(prefix: torch.Tensor, vocab: int) -> torch.Tensor:
+    """``[T, V]`` booleans: whether token v occurs in ``prefix[: t + 1]`` (what a repetition penalty sees)."""
+    onehot = torch.zeros(prefix.shape[0], vocab, dtype=torch.bool, device=prefix.device)
+    onehot[torch.arange(prefix.shape[0], device=prefix.device), prefix.clamp(0, vocab - 1)] = True
+    return onehot.cummax(dim=0).values
+
+
+def _penalised(logits: torch.Tensor, seen: torch.Tensor, config: Any) -> torch.Tensor:
+    """Float32 logits after the repetition penalty of ``config`` (Hugging Face convention)."""
+    scores = logits.float()
+    penalty = 1.0 if config is None else config.repetition_penalty
+    if penalty == 1.0:
+        return scores
+    return torch.where(seen, torch.where(scores > 0, scores / penalty, scores * penalty), scores)
+
+
+def _drawn_from(scores: torch.Tensor, config: Any) -> torch.Tensor:
+    """The distribution the next token is drawn from: the sampler's for sampling, the model's otherwise.
+
+    Greedy decoding draws from a one-hot; its KL is infinite for every changed argmax, so greedy
+    sides are compared on the model's distribution and judged by top-1 agreement.
+    """
+    if config is None or not config.do_sample:
+        return scores
+    from dataclasses import replace
+
+    from .modify.decoding import effective_log_probs
+
+    return effective_log_probs(scores, replace(config, repetition_penalty=1.0))
+
+
 class _Run:
     """Accumulators and bookkeeping of one comparison."""
 
     def __init__(self, probes: Probes, base: ModelAdapter | None, cand: ModelAdapter, attention: bool, topk: int,
-                 snapshot: Any = None) -> None:
+                 snapshot: Any = None, decoding: tuple[Any, Any] | None = None) -> None:
         self.probes = probes
+        self.decoding = decoding
         self.base = base
         self.snapshot = snapshot
         self.cand = cand
@@ -145,9 +204,15 @@ class _Run:
 
     # ------------------------------------------------------------------ per batch
     def run_batch(self, batch: Any) -> None:
-        if self.snapshot is not None:
-            self._run_snapshot_batch(batch)
-            return
+        """Measure one batch; accumulators change only once the whole batch has been measured.
+
+        That makes a batch safe to retry in smaller pieces after an out-of-memory error.
+        """
+        commits = self._run_snapshot_batch(batch) if self.snapshot is not None else self._run_live_batch(batch)
+        for commit in commits:
+            commit()
+
+    def _run_live_batch(self, batch: Any) -> list:
         stored: dict[str, torch.Tensor] = {}
         mask = batch.attention_mask.to(self.device) if batch.attention_mask is not None else None
 
@@ -169,19 +234,24 @@ class _Run:
 
         with capture_layers(self.base.layers, keep):
             out_b, attn_b = self.base.forward(batch, self.attention)
-        with capture_layers(self.cand.layers, measure):
-            out_m, attn_m = self.cand.forward(batch, self.attention)
-        self._layer_metrics(stored, cand_out, mask)
+        if self.cand is self.base:  # one model under two decoding settings: one forward serves both
+            out_m, attn_m = out_b, attn_b
+        else:
+            with capture_layers(self.cand.layers, measure):
+                out_m, attn_m = self.cand.forward(batch, self.attention)
+        commits = self._layer_metrics(stored, cand_out, mask)
         stored.clear()
         cand_out.clear()
         self.kind = self.base.kind
-        self._outputs(batch, out_b, out_m.to(self.device), mask)
+        commits += self._outputs(batch, out_b, out_m.to(self.device), mask)
         if self.attention and attn_b is not None and attn_m is not None:
-            self._attention(attn_b, attn_m, mask)
+            commits += self._attention(attn_b, attn_m, mask)
+        return commits
 
     def _layer_metrics(self, base: dict[str, torch.Tensor], cand: dict[str, torch.Tensor],
-                       mask: torch.Tensor | None) -> None:
+                       mask: torch.Tensor | None) -> list:
         """All layers of a batch in a few large operations: per-layer small ops cost more than the math."""
+        commits = []
         groups: dict[tuple, list[str]] = {}
         for name in cand:
             groups.setdefault((tuple(cand[name].shape), cand[name].device), []).append(name)
@@ -195,10 +265,12 @@ class _Run:
             sums = activation_sums(b.flatten(0, 1), m.flatten(0, 1), flat_mask)
             per_layer = sums.view(n_layers, n_rows, 4).sum(1).to(torch.float64)
             index = torch.tensor([self.layer_index[n] for n in names], device=self.device)
-            self.layer_sums.index_add_(0, index, per_layer)
+            commits.append(lambda index=index, per_layer=per_layer: self.layer_sums.index_add_(0, index, per_layer))
+        return commits
 
-    def _run_snapshot_batch(self, batch: Any) -> None:
+    def _run_snapshot_batch(self, batch: Any) -> list:
         cand_out: dict[str, torch.Tensor] = {}
+        commits = []
 
         def keep(name: str, h: torch.Tensor) -> None:
             if name in self.layer_index:
@@ -212,13 +284,12 @@ class _Run:
         for names in groups.values():  # all blocks of a batch at once, as for a live baseline
             sums = self.snapshot.layer_sums(names, batch, torch.stack([cand_out[n] for n in names]))
             index = torch.tensor([self.layer_index[n] for n in names], device=self.device)
-            self.layer_sums.index_add_(0, index, sums.to(self.device))
+            commits.append(lambda index=index, sums=sums.to(self.device): self.layer_sums.index_add_(0, index, sums))
         cand_out.clear()
         units, values = self.snapshot.output_metrics(batch, out_m.to(self.device), self.topk)
-        self.tokens.add(units, values)
-        self.kl_hist.add(values["kl"])
+        return commits + [lambda: self.tokens.add(units, values), lambda: self.kl_hist.add(values["kl"])]
 
-    def _outputs(self, batch: Any, out_b: torch.Tensor, out_m: torch.Tensor, mask: torch.Tensor | None) -> None:
+    def _outputs(self, batch: Any, out_b: torch.Tensor, out_m: torch.Tensor, mask: torch.Tensor | None) -> list:
         if out_b.shape != out_m.shape:
             what = "vocabulary" if self.base.kind == "lm" and out_b.shape[:-1] == out_m.shape[:-1] else "output shape"
             raise HemorrhageError(
@@ -229,37 +300,69 @@ class _Run:
         units = torch.tensor(batch.units, device=self.device)
         if self.base.kind == "lm":
             ids = batch.input_ids.to(self.device)
-            # Right padding: each row's scored positions are one contiguous slice, so the logits are
-            # read through views instead of being gathered into a copy.
-            lengths = mask.sum(1).tolist()
-            parts = [token_output_metrics(out_b[r, : n - 1], out_m[r, : n - 1], ids[r, 1:n], topk=self.topk)
-                     for r, n in enumerate(lengths) if n > 1]
-            values = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
-            if not values:
-                return
-            rows = torch.cat([torch.full((int(n) - 1,), r, device=self.device)
-                              for r, n in enumerate(lengths) if n > 1])
-            self.tokens.add(units[rows], values)
-            self.kl_hist.add(values["kl"])
-            return
+            # The mask is still on the host here: reading lengths from it costs no device sync.
+            scored = [(r, int(n) - 1) for r, n in enumerate(batch.attention_mask.sum(1).tolist()) if n > 1]
+            if not scored:
+                return []
+            if out_b.device.type == "cpu" or self.decoding is not None:
+                # Right padding: each row's scored positions are one contiguous slice, so the logits are
+                # read through views instead of being gathered into a copy (host memory is the limit).
+                parts = [self._token_metrics(out_b[r, :n], out_m[r, :n], ids[r, : n + 1]) for r, n in scored]
+                values = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            else:
+                # On an accelerator, one gathered batch means a few large kernels instead of many per row.
+                width = out_b.shape[1]
+                flat = torch.cat([torch.arange(n) + r * width for r, n in scored]).to(self.device, non_blocking=True)
+                values = token_output_metrics(out_b.flatten(0, 1).index_select(0, flat),
+                                              out_m.flatten(0, 1).index_select(0, flat),
+                                              ids.flatten().index_select(0, flat + 1), topk=self.topk)
+            rows = torch.cat([torch.full((n,), r) for r, n in scored]).to(self.device, non_blocking=True)
+            return [lambda: self.tokens.add(units[rows], values), lambda: self.kl_hist.add(values["kl"])]
         # Tensor outputs (encoders, classifiers, vision): one unit per probe row.
         token_mask = mask if (mask is not None and out_b.dim() == 3) else None
-        self.output_sums.index_add_(0, units, activation_sums(out_b, out_m, token_mask).to(torch.float64))
+        sums = activation_sums(out_b, out_m, token_mask).to(torch.float64)
+        commits = [lambda: self.output_sums.index_add_(0, units, sums)]
         if self.base.kind == "classifier":
-            self.labels[units, 0] = out_b.argmax(-1).to(self.device)
-            self.labels[units, 1] = out_m.argmax(-1).to(self.device)
-            if batch.labels is not None:
-                self.labels[units, 2] = batch.labels.to(self.device).long().view(-1)
+            label_b, label_m = out_b.argmax(-1).to(self.device), out_m.argmax(-1).to(self.device)
+            true = batch.labels.to(self.device).long().view(-1) if batch.labels is not None else None
 
-    def _attention(self, attn_b: tuple, attn_m: tuple, mask: torch.Tensor | None) -> None:
+            def set_labels() -> None:
+                self.labels[units, 0] = label_b
+                self.labels[units, 1] = label_m
+                if true is not None:
+                    self.labels[units, 2] = true
+
+            commits.append(set_labels)
+        return commits
+
+    def _token_metrics(self, logits_b: torch.Tensor, logits_m: torch.Tensor, ids: torch.Tensor) -> dict:
+        """Per-token output metrics of one probe; ``ids`` holds the probe's tokens (targets are ``ids[1:]``)."""
+        targets = ids[1:]
+        if self.decoding is None:
+            return token_output_metrics(logits_b, logits_m, targets, topk=self.topk)
+        # Decoding comparison: KL, top-1 and top-k of the distributions tokens are actually drawn from;
+        # dNLL and dp of the models' own (repetition-penalised) distributions, since perplexity is a
+        # property of the model and a truncated sampler would make it infinite.
+        seen = _seen_tokens(ids[:-1], logits_b.shape[-1])
+        raw_b, raw_m = (_penalised(logits, seen, config)
+                        for logits, config in ((logits_b, self.decoding[0]), (logits_m, self.decoding[1])))
+        effective = token_output_metrics(_drawn_from(raw_b, self.decoding[0]), _drawn_from(raw_m, self.decoding[1]),
+                                         targets, topk=self.topk)
+        raw = token_output_metrics(raw_b, raw_m, targets, topk=self.topk)
+        return {**effective, "dnll": raw["dnll"], "dp2": raw["dp2"]}
+
+    def _attention(self, attn_b: tuple, attn_m: tuple, mask: torch.Tensor | None) -> list:
+        updates = {}
         for i, (a_b, a_m) in enumerate(zip(attn_b, attn_m)):
             if a_b is None or a_m is None or a_b.shape != a_m.shape:
                 continue
-            sums = attention_sums(a_b, a_m.to(self.device), mask).sum(0).to(torch.float64)
-            if i in self.attn_sums:
-                self.attn_sums[i] += sums
-            else:
-                self.attn_sums[i] = sums
+            updates[i] = attention_sums(a_b, a_m.to(self.device), mask).sum(0).to(torch.float64)
+
+        def commit() -> None:
+            for i, sums in updates.items():
+                self.attn_sums[i] = self.attn_sums[i] + sums if i in self.attn_sums else sums
+
+        return [commit]
 
     # ------------------------------------------------------------------ results
     def layers(self) -> tuple[list[LayerResult], dict[str, str] | None]:
@@ -368,12 +471,14 @@ def _tensor_metrics(run: _Run, thresholds: Thresholds) -> dict[str, MetricResult
 
 def compare(
     baseline: Any,
-    candidate: nn.Module,
+    candidate: Any,
     probes: Any = None,
     thresholds: Thresholds | Mapping[str, Any] | None = None,
     layers: Any = "auto",
     *,
     attention: bool = False,
+    generation: int = 0,
+    sequential: bool = False,
     batch_size: int = 8,
     device: str | torch.device | None = None,
     output: str = "auto",
@@ -384,27 +489,52 @@ def compare(
 ) -> Report:
     """Compare ``candidate`` against ``baseline`` on ``probes`` and judge against ``thresholds``.
 
+    ``baseline`` and ``candidate`` are ``nn.Module`` objects; the baseline may be a :class:`Snapshot`;
+    either may be a :class:`~pytest_hemorrhage.modify.DecodedModel` (a model plus decoding
+    settings), and then KL, top-1 and top-k compare the distributions tokens are drawn from
+    (after temperature, top-k, top-p and repetition penalty) along the probe tokens.
     ``layers``: "auto" (decoder blocks found by structure), None (outputs only), a module name
     or glob pattern, a list of them, or a callable ``(name, module) -> bool``.
     ``attention=True`` switches Hugging Face models to eager attention for the run and adds
     per-head Jensen-Shannon divergence and entropy shift per layer.
-    Extra keyword arguments are threshold overrides (``max_kl=0.01``).
+    ``generation=N`` also continues each probe's first tokens greedily for ``N`` new tokens with
+    both models and reports where the continuations first diverge (``report.generation``).
+    ``sequential=True`` visits the probes in a seeded random order and stops as soon as a
+    confidence sequence (valid under optional stopping) shows every gated metric clearly passing
+    or one clearly failing; ``report.sequential`` says how many probes were used.
+    A batch that runs out of memory is retried in halves and the rest of the run uses the
+    smaller batch size (with a warning). Extra keyword arguments are threshold overrides
+    (``max_kl=0.01``).
     """
+    from .snapshot import Snapshot
+    from .validate import check_context_length, check_token_ids, check_tokenizers
+
     thr = _resolve_thresholds(thresholds, threshold_overrides)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgument(f"batch_size: must be a positive integer, got {batch_size!r}")
     if not isinstance(topk, int) or topk < 1:
         raise InvalidArgument(f"topk: must be a positive integer, got {topk!r}")
-    from .snapshot import Snapshot
-
+    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+        raise InvalidArgument(f"generation: must be a number of new tokens >= 0, got {generation!r}")
+    described = candidate
+    baseline, base_decoding = _unwrap_decoding(baseline)
+    candidate, cand_decoding = _unwrap_decoding(candidate)
+    decoding = (base_decoding, cand_decoding) if (base_decoding or cand_decoding) else None
     snapshot = baseline if isinstance(baseline, Snapshot) else None
     if snapshot is None and not isinstance(baseline, nn.Module):
         raise InvalidArgument(
             f"baseline: expected a torch.nn.Module or a Snapshot (load_snapshot), got {type(baseline).__name__}"
         )
+    if not isinstance(candidate, nn.Module):
+        raise InvalidArgument(f"candidate: expected a torch.nn.Module, got {type(candidate).__name__}")
+    shared = decoding is not None and candidate is baseline
     if snapshot is not None:
-        if not isinstance(candidate, nn.Module):
-            raise InvalidArgument(f"candidate: expected a torch.nn.Module, got {type(candidate).__name__}")
+        if decoding is not None or generation:
+            raise InvalidArgument(
+                "decoding settings and generation=... need the live baseline model: a snapshot holds "
+                "only the baseline's top log-probabilities. Pass the baseline model instead."
+            )
+        check_tokenizers(snapshot, candidate, probes)
         if probes is None:
             probe_set = snapshot.probes
         else:
@@ -413,24 +543,228 @@ def compare(
         base = None
         models = {"candidate": candidate}
     else:
-        check_pair(baseline, candidate)
+        if shared and base_decoding == cand_decoding:
+            raise HemorrhageError(
+                "candidate is baseline: the same model with the same decoding settings was passed twice, so "
+                "the comparison would be empty. Change the candidate's DecodingConfig or compare a modified copy."
+            )
+        if not shared:
+            check_pair(baseline, candidate)
+        check_tokenizers(baseline, candidate, probes)
         probe_set = as_probes(probes, baseline)
-        base = adapt(baseline, layers, output)
-        models = {"baseline": baseline, "candidate": candidate}
-    cand = adapt(candidate, layers, output)
+        base = adapt(baseline, None if shared else layers, output)
+        models = {"baseline": baseline} if shared else {"baseline": baseline, "candidate": candidate}
+    for model in models.values():
+        check_context_length(model, probe_set)
+        check_token_ids(model, probe_set)
+    cand = base if shared else adapt(candidate, layers, output)
     with _on_device(list(models.values()), device), _eval_mode(models), \
-            eager_attention(baseline, attention and snapshot is None), eager_attention(candidate, attention), \
-            torch.inference_mode():
-        run = _Run(probe_set, base, cand, attention, topk, snapshot)
+            eager_attention(baseline, attention and snapshot is None), \
+            eager_attention(candidate, attention and not shared), torch.inference_mode():
+        run = _Run(probe_set, base, cand, attention, topk, snapshot, decoding)
         pad_id = _pad_id(candidate if snapshot is not None else baseline)
-        batches = probe_set.batches(batch_size, pad_id=pad_id)
-        if progress:
-            from tqdm.auto import tqdm
+        stopper = _SequentialStop(probe_set, thr) if sequential else None
+        used = _run_batches(run, probe_set, batch_size, pad_id, progress, stopper)
+        gen = None
+        if generation:
+            gen = generation_metrics(baseline, candidate, probe_set, generation, batch_size=used,
+                                     decoding=decoding or (None, None))
+    report = _build_report(run, thr, probe_set, baseline, candidate, name, described)
+    report.generation = gen
+    if stopper is not None:
+        stopper.annotate(report, run)
+    if decoding is not None:
+        report.identity["decoding"] = {
+            role: config.describe() if config is not None else "model distribution"
+            for role, config in zip(("baseline", "candidate"), decoding)
+        }
+    if used != batch_size:
+        report.identity["batch_size"] = used
+        report.notes.append(f"ran out of memory at batch size {batch_size}; measured with batch size {used}")
+    return report
 
-            batches = tqdm(batches, total=math.ceil(len(probe_set) / batch_size), desc="hemorrhage", unit="batch")
-        for batch in batches:
-            run.run_batch(batch)
-    return _build_report(run, thr, probe_set, baseline, candidate, name)
+
+def _unwrap_decoding(model: Any) -> tuple[Any, Any]:
+    """``(model, DecodingConfig)`` for a DecodedModel, ``(model, None)`` otherwise."""
+    from .modify.decoding import DecodedModel
+
+    if isinstance(model, DecodedModel):
+        return model.model, model.config
+    return model, None
+
+
+def _split(batch: Any) -> tuple[Any, Any]:
+    """Two halves of a probe batch (rows keep their unit indices)."""
+    from dataclasses import replace
+
+    half = len(batch.units) // 2
+
+    def part(sl: slice) -> Any:
+        def cut(t: Any) -> Any:
+            return t[sl] if t is not None else None
+
+        return replace(batch, units=batch.units[sl], input_ids=cut(batch.input_ids),
+                       attention_mask=cut(batch.attention_mask), inputs=cut(batch.inputs), labels=cut(batch.labels))
+
+    return part(slice(0, half)), part(slice(half, None))
+
+
+def _run_batches(run: _Run, probes: Probes, batch_size: int, pad_id: int, progress: bool,
+                 stopper: "_SequentialStop | None" = None) -> int:
+    """Feed the probes through ``run``; on out-of-memory halve the batch. Returns the batch size used.
+
+    With a ``stopper``, probes go in its random order and the loop ends once it decides.
+    """
+    from .validate import is_out_of_memory
+
+    size = batch_size
+    order = stopper.order if stopper is not None else None
+    pending = list(probes.batches(batch_size, pad_id=pad_id, order=order))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(probes), desc="hemorrhage", unit="probe")
+    try:
+        while pending:
+            batch = pending.pop(0)
+            if len(batch.units) > size:  # after an out-of-memory error every batch is cut to the new size
+                pending[:0] = list(_split(batch))
+                continue
+            try:
+                run.run_batch(batch)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if len(batch.units) == 1:
+                    raise HemorrhageError(
+                        "out of memory with a single probe per batch: shorten the probes "
+                        "(Probes.builtin(tokenizer, max_length=...)), run on a device with more memory "
+                        "(--hemorrhage-device), or compare outputs only (layers=None)"
+                    ) from exc
+                _free_memory(run.device)
+                size = max(1, len(batch.units) // 2)
+                warnings.warn(f"out of memory at batch size {len(batch.units)}; continuing with batch size {size}",
+                              UserWarning, stacklevel=3)
+                pending[:0] = list(_split(batch))
+                continue
+            if bar is not None:
+                bar.update(len(batch.units))
+            if stopper is not None and pending and stopper.should_stop(run):
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return size
+
+
+# threshold key -> (per-token quantity, threshold on that quantity's scale)
+_SEQUENTIAL_SCALE = {
+    "max_kl": ("kl", lambda t: t),
+    "min_top1_agreement": ("top1", lambda t: t),
+    "min_topk_overlap": ("topk", lambda t: t),
+    "max_ppl_ratio": ("dnll", math.log),
+    "max_rms_dp": ("dp2", lambda t: t * t),
+}
+
+
+class _SequentialStop:
+    """Early stopping for compare(..., sequential=True) (see :mod:`pytest_hemorrhage.sequential`)."""
+
+    SEED = 0
+
+    def __init__(self, probes: Probes, thresholds: Thresholds) -> None:
+        import random
+
+        from .sequential import SequentialRule
+
+        self.order = list(range(len(probes)))
+        random.Random(self.SEED).shuffle(self.order)
+        self.rule = SequentialRule(len(probes), thresholds.confidence)
+        self.gated = {key: value for key, value in thresholds.gated().items() if key in _SEQUENTIAL_SCALE}
+        self.looks: list = []
+        self.decision = "continue"
+
+    def _looks(self, run: _Run) -> list:
+        sums, counts = run.tokens.numpy()
+        seen = counts > 0
+        out = []
+        for key, threshold in self.gated.items():
+            quantity, scale = _SEQUENTIAL_SCALE[key]
+            values = sums[quantity][seen] / counts[seen]
+            out.append(self.rule.look(THRESHOLD_SPECS[key].metric, values, scale(threshold),
+                                      THRESHOLD_SPECS[key].direction))
+        return out
+
+    def should_stop(self, run: _Run) -> bool:
+        if run.kind != "lm" or not self.gated:
+            return False
+        self.looks = self._looks(run)
+        self.decision = self.rule.verdict(self.looks)
+        return self.decision != "continue"
+
+    def annotate(self, report: Report, run: _Run) -> None:
+        """Record how far the run went and let a sequential decision set the verdicts."""
+        used = int((run.tokens.counts > 0).sum()) if run.kind == "lm" else len(self.order)
+        info: dict[str, Any] = {"probes_used": used, "probes_total": len(self.order),
+                                "fraction_used": used / len(self.order), "decision": self.decision,
+                                "confidence": self.rule.confidence}
+        if run.kind != "lm":
+            report.notes.append("sequential stopping applies to language models; every probe was used")
+        elif self.decision != "continue":
+            info["looks"] = [vars(look) for look in self.looks]
+            for look in self.looks:
+                metric = report.metrics.get(look.metric)
+                if metric is not None:
+                    metric.verdict = look.decision
+                    metric.more_probes_needed = None
+                    metric.extra["sequence_bounds_per_probe"] = [look.low, look.high]
+        report.sequential = info
+
+
+def _free_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def generation_metrics(baseline: nn.Module, candidate: nn.Module, probes: Probes, new_tokens: int, *,
+                       batch_size: int = 8, prompt_tokens: int = 32,
+                       decoding: tuple[Any, Any] = (None, None)) -> dict[str, Any]:
+    """Greedy continuations of each probe's first tokens by both models: where do they first differ?
+
+    The prompt is the first ``min(prompt_tokens, shortest probe - 1)`` tokens of every probe (one
+    length, so no padding). Each side uses its own repetition penalty. Returns the mean and
+    minimum first-divergence position, the mean token agreement and the fraction of probes whose
+    continuations differ at all.
+    """
+    from .metrics.generation import first_divergence, token_agreement
+    from .modify.decoding import generate_greedy
+
+    if not probes.is_tokens:
+        raise InvalidArgument("generation: needs token probes (a language model); got tensor probes")
+    length = max(1, min(prompt_tokens, min(len(ids) for ids in probes.token_ids) - 1))
+    prompts = torch.tensor([ids[:length] for ids in probes.token_ids], dtype=torch.long)
+    firsts, agreements = [], []
+    for chunk in prompts.split(batch_size):
+        outs = []
+        for model, config in ((baseline, decoding[0]), (candidate, decoding[1])):
+            device = next(iter(model.parameters())).device
+            outs.append(generate_greedy(model, chunk.to(device), new_tokens, config)[:, length:].cpu())
+        firsts.append(first_divergence(outs[0], outs[1]))
+        agreements.append(token_agreement(outs[0], outs[1]))
+    first = torch.cat(firsts).double()
+    return {
+        "new_tokens": new_tokens,
+        "prompt_tokens": length,
+        "n_units": len(probes),
+        "first_divergence_mean": float(first.mean()),
+        "first_divergence_min": int(first.min()),
+        "token_agreement": float(torch.cat(agreements).double().mean()),
+        "diverged_fraction": float((first < new_tokens).double().mean()),
+    }
 
 
 def _pad_id(model: nn.Module) -> int:
@@ -440,13 +774,15 @@ def _pad_id(model: nn.Module) -> int:
 
 
 def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Module, candidate: nn.Module,
-                  name: str | None) -> Report:
+                  name: str | None, described: Any = None) -> Report:
     layers, nonfinite = run.layers()
     if run.kind == "lm":
         metrics = _lm_metrics(run, thr)
         quantiles = {k: run.kl_hist.quantile(q) for k, q in _KL_QUANTILES.items()}
         quantiles["max"] = float(run.kl_hist.max)
-        if nonfinite is None and not all(math.isfinite(m.estimate) for m in metrics.values()):
+        # A sampler that truncates the vocabulary gives an honest infinite KL; only NaN means broken numbers then.
+        broken = (math.isnan if run.decoding is not None else (lambda x: not math.isfinite(x)))
+        if nonfinite is None and any(broken(m.estimate) for m in metrics.values()):
             nonfinite = {"layer": "output logits", "where": "output"}
     else:
         metrics = _tensor_metrics(run, thr)
@@ -473,9 +809,16 @@ def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Modul
         "probes_sha256": probes.fingerprint(),
         "n_probes": len(probes),
     }
-    modification = getattr(candidate, "hemorrhage_modification", None)
-    if modification is not None and hasattr(modification, "describe"):
-        identity["modification"] = modification.describe()
+    # A DecodedModel describes its sampler; the model inside may carry a weight modification too.
+    sources = [described] if described is not None and described is not candidate else []
+    sources.append(candidate)
+    texts: list[str] = []
+    for source in sources:
+        modification = getattr(source, "hemorrhage_modification", None)
+        if modification is not None and hasattr(modification, "describe") and modification.describe() not in texts:
+            texts.append(modification.describe())
+    if texts:
+        identity["modification"] = " + ".join(reversed(texts))
     return Report(
         metrics=metrics, layers=layers, thresholds=thr.to_dict(), kind=run.kind, kl_quantiles=quantiles,
         by_tag=by_tag, unmatched_layers={k: v for k, v in run.unmatched.items() if v}, nonfinite=nonfinite,
@@ -483,21 +826,56 @@ def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Modul
     )
 
 
+def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *, suggest: bool = True,
+            **compare_kwargs: Any) -> Report:
+    """Add the diagnosis and, with a live baseline, verified mitigations to a failing ``report``.
+
+    Fills ``report.patterns`` (:func:`pytest_hemorrhage.diagnose.diagnose`) and, when ``suggest``
+    is true, ``report.suggestions`` and the one-line ``report.suggestion`` with the best
+    mitigation tried (:func:`pytest_hemorrhage.mitigate.suggest.suggest`). ``compare_kwargs``
+    (``batch_size``, ``device``, ``layers`` ...) are used when re-measuring. Returns ``report``.
+    """
+    from .diagnose import diagnose
+    from .snapshot import Snapshot
+
+    live = not isinstance(baseline, Snapshot)
+    base_model, _ = _unwrap_decoding(baseline)
+    cand_model, _ = _unwrap_decoding(candidate)
+    shared = base_model is cand_model
+    patterns = diagnose(report, base_model if live and not shared else None,
+                        cand_model if live and not shared else None, probes if live and not shared else None)
+    report.patterns = [{**p.to_dict(), "description": p.describe()} for p in patterns]
+    if suggest and live:
+        from .mitigate.suggest import suggest as run_suggest
+
+        found = run_suggest(report, baseline, candidate, probes, **compare_kwargs)
+        report.suggestions = [s.to_dict() for s in found]
+        if found:
+            best = found[0]
+            report.suggestion = ("verified fix: " if best.passed else "best mitigation tried (still fails): ") + \
+                best.describe()
+    return report
+
+
 def assert_no_hemorrhage(
     baseline: Any,
-    candidate: nn.Module,
+    candidate: Any,
     probes: Any = None,
     *,
     thresholds: Thresholds | Mapping[str, Any] | None = None,
     layers: Any = "auto",
+    suggest: bool = True,
     **kwargs: Any,
 ) -> Report:
     """Compare and raise :class:`HemorrhageDetected` (an AssertionError) unless the check passes.
 
-    Keyword arguments are those of :func:`compare`, threshold overrides included.
-    Returns the report when the check passes.
+    Keyword arguments are those of :func:`compare`, threshold overrides included. On failure the
+    message names the vulnerability pattern found and, unless ``suggest=False`` (faster), the
+    best mitigation that was tried on copies and re-measured. Returns the report when it passes.
     """
     report = compare(baseline, candidate, probes, thresholds=thresholds, layers=layers, **kwargs)
     if not report.passed:
+        rerun = {k: kwargs[k] for k in ("batch_size", "device") if k in kwargs}
+        explain(report, baseline, candidate, probes, suggest=suggest, layers=layers, **rerun)
         raise HemorrhageDetected(report.to_text(), report)
     return report

@@ -186,20 +186,27 @@ class Probes:
         h.update("\x00".join(self.tags).encode())
         return h.hexdigest()
 
-    def batches(self, batch_size: int, pad_id: int = 0) -> Iterator[ProbeBatch]:
-        """Right-padded batches of ``batch_size`` probes, similar lengths grouped together."""
+    def batches(self, batch_size: int, pad_id: int = 0, order: Sequence[int] | None = None) -> Iterator[ProbeBatch]:
+        """Right-padded batches of ``batch_size`` probes, similar lengths grouped together.
+
+        ``order``: visit the probes in this order (consecutive chunks form the batches), e.g. a
+        random permutation so that every prefix of the run is a random sample of the set.
+        """
         import torch
 
         if batch_size < 1:
             raise InvalidArgument(f"batch_size: must be at least 1, got {batch_size}")
         if self.token_ids is None:
-            for start in range(0, len(self), batch_size):
-                units = list(range(start, min(start + batch_size, len(self))))
+            visit = list(order) if order is not None else list(range(len(self)))
+            for start in range(0, len(visit), batch_size):
+                units = visit[start:start + batch_size]
                 labels = self.labels[units] if self.labels is not None else None
-                yield ProbeBatch(units=units, inputs=self.tensors[start:start + len(units)], labels=labels)
+                yield ProbeBatch(units=units, inputs=self.tensors[units], labels=labels)
             return
-        # Sorting by length keeps padding (wasted compute) small; results are per unit, so order is free.
-        order = sorted(range(len(self)), key=lambda i: (len(self.token_ids[i]), i))
+        if order is None:
+            # Sorting by length keeps padding (wasted compute) small; results are per unit, so order is free.
+            order = sorted(range(len(self)), key=lambda i: (len(self.token_ids[i]), i))
+        order = list(order)
         for start in range(0, len(order), batch_size):
             units = order[start:start + batch_size]
             width = max(len(self.token_ids[i]) for i in units)

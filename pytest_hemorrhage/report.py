@@ -128,6 +128,10 @@ class Report:
     notes: list[str] = field(default_factory=list)
     suggestion: str | None = None
     name: str | None = None
+    generation: dict[str, Any] | None = None  # greedy-continuation divergence, when measured
+    sequential: dict[str, Any] | None = None  # early stopping: probes used, decision
+    patterns: list[dict[str, Any]] = field(default_factory=list)  # diagnosis (diagnose.Pattern.to_dict)
+    suggestions: list[dict[str, Any]] = field(default_factory=list)  # verified mitigations, best first
 
     # -------------------------------------------------------------- verdicts
     @property
@@ -226,6 +230,10 @@ class Report:
             "identity": self.identity,
             "notes": self.notes,
             "suggestion": self.suggestion,
+            "generation": self.generation,
+            "sequential": self.sequential,
+            "patterns": self.patterns,
+            "suggestions": self.suggestions,
         })
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -261,7 +269,7 @@ class Report:
             if m.name == head_metric and not self.nonfinite:
                 continue
             lines.append(f"  {m.describe()}" + (f"  [{m.verdict}]" if m.verdict != "info" else ""))
-        if self.kl_quantiles:
+        if self.kl_quantiles and not self.nonfinite:
             q = self.kl_quantiles
             lines.append(
                 "  KL per token: p50 {p50:.3g}, p90 {p90:.3g}, p99 {p99:.3g}, p99.9 {p99_9:.3g}, max {max:.3g}".format(**q)
@@ -269,13 +277,27 @@ class Report:
         first = self.first_bad_layer
         if first is not None:
             lines.append(f"first layer past threshold: {first.name} (SQNR {first.sqnr_db:.1f} dB)")
-        elif self.layers and not self.passed:
+        elif self.layers and not self.passed and not self.nonfinite:
             worst = min(self.layers, key=lambda layer: layer.sqnr_db)
             lines.append(f"no layer below {self.thresholds.get('min_layer_sqnr_db')} dB SQNR; lowest: "
                          f"{worst.name} ({worst.sqnr_db:.1f} dB)")
         for side, names in self.unmatched_layers.items():
             if names:
                 lines.append(f"layers only in the {side}: {', '.join(names)}")
+        if self.generation:
+            g = self.generation
+            lines.append(
+                f"  greedy continuations ({g['new_tokens']} tokens): first divergence at token "
+                f"{g['first_divergence_mean']:.1f} on average, token agreement {g['token_agreement']:.1%}"
+            )
+        if self.sequential:
+            q = self.sequential
+            how = {"pass": "every gated metric clearly passes", "fail": "a metric clearly fails",
+                   "continue": "no early decision"}[q["decision"]]
+            lines.append(f"  sequential check: {q['probes_used']} of {q['probes_total']} probes used "
+                         f"({q['fraction_used']:.0%}); {how}")
+        for pattern in self.patterns:
+            lines.append(f"pattern: {pattern['description']}")
         for note in self.notes:
             lines.append(f"note: {note}")
         if self.suggestion:

@@ -68,7 +68,7 @@ def model_identity(model: nn.Module) -> dict[str, str]:
     state = dict(model.named_parameters())
     state.update(dict(model.named_buffers()))
     for name in sorted(state):
-        t = state[name].detach()
+        t = _offloaded_value(model, name) if state[name].device.type == "meta" else state[name].detach()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         if t.numel():
             h.update(t.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -77,6 +77,21 @@ def model_identity(model: nn.Module) -> dict[str, str]:
         "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
         "parameters_sha256": h.hexdigest(),
     }
+
+
+def _offloaded_value(model: nn.Module, name: str) -> torch.Tensor:
+    """The stored value of a parameter that accelerate offloaded (it is a meta tensor on the module)."""
+    parts = name.split(".")
+    for depth in range(len(parts) - 1, -1, -1):
+        module = model.get_submodule(".".join(parts[:depth])) if depth else model
+        weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+        key = ".".join(parts[depth:])
+        if weights is not None and key in weights:
+            return weights[key].detach()
+    raise SnapshotError(
+        f"parameter {name} is on the meta device and no accelerate offload map holds it; load real weights "
+        "before recording (from_pretrained without device_map='meta')"
+    )
 
 
 def tokenizer_sha256(tokenizer: Any) -> str | None:
@@ -100,9 +115,30 @@ def _projection(seed: int, dim: int, hidden: int, device: torch.device) -> torch
     return (torch.randint(0, 2, (dim, hidden), generator=g) * 2 - 1).to(device, torch.float32)
 
 
-def _signs(seed: int, unit: int, length: int, hidden: int, device: torch.device) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed * 1_000_003 + unit + 1)
-    return (torch.randint(0, 2, (length, hidden), generator=g) * 2 - 1).to(device, torch.float32)
+_M31 = (1 << 31) - 1
+
+
+def _mix31(x: torch.Tensor) -> torch.Tensor:
+    """A 31-bit integer hash (xorshift-multiply); every product stays below 2**62, so int64 never overflows."""
+    x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & _M31
+    x = ((x ^ (x >> 12)) * 0x297A2D39) & _M31
+    return x ^ (x >> 15)
+
+
+def _signs(seed: int, unit: int, length: int, hidden: int, device: torch.device, scheme: str = "hash") -> torch.Tensor:
+    """The random ±1 signs of a probe's tokens: a counter-based hash, the same on every device.
+
+    ``scheme="generator"`` reproduces snapshots recorded before the hash (a CPU generator per probe,
+    slow on accelerators because the signs had to be drawn on the host and copied over).
+    """
+    if scheme == "generator":
+        g = torch.Generator().manual_seed(seed * 1_000_003 + unit + 1)
+        return (torch.randint(0, 2, (length, hidden), generator=g) * 2 - 1).to(device, torch.float32)
+    base = ((seed * 1_000_003 + unit + 1) * 2654435761) & _M31
+    rows = _mix31((torch.arange(length, device=device, dtype=torch.int64) + base) & _M31).unsqueeze(1)
+    cols = ((torch.arange(hidden, device=device, dtype=torch.int64) * 0x5BD1E995) & _M31).unsqueeze(0)
+    bits = (_mix31(rows ^ cols) >> 16) & 1
+    return (1 - 2 * bits).to(torch.float32)
 
 
 def sketch_tokens(h: torch.Tensor, signs: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
@@ -193,10 +229,7 @@ class Snapshot:
         """Per-token metrics of the candidate against the recorded baseline for one batch."""
         from .metrics.outputs import OUTPUT_METRICS
 
-        mask = batch.attention_mask.to(logits_m.device)
-        valid = (mask[:, :-1] * mask[:, 1:]).bool()
-        rows, cols = valid.nonzero(as_tuple=True)
-        lengths = [int(n) - 1 for n in mask.sum(1).tolist()]
+        lengths = [int(n) - 1 for n in batch.attention_mask.sum(1).tolist()]  # host copy: no device sync
         store = self.token_rows(batch.units, lengths, "scored")
         vocab = logits_m.shape[-1]
         if vocab != int(self.meta["vocab_size"]):
@@ -204,19 +237,21 @@ class Snapshot:
                 f"vocabulary mismatch: the snapshot was recorded with vocabulary {self.meta['vocab_size']}, "
                 f"the candidate outputs {vocab}; use a candidate with the baseline's vocabulary or {_UPDATE_HINT}"
             )
-        ids_all = batch.input_ids.to(logits_m.device)
-        t = {k: self.tensors[k][store].to(logits_m.device) for k in
+        device = logits_m.device
+        width = logits_m.shape[1]
+        scored = [(r, n) for r, n in enumerate(lengths) if n > 0]
+        flat = torch.cat([torch.arange(n) + r * width for r, n in scored]).to(device, non_blocking=True)
+        rows = torch.cat([torch.full((n,), r) for r, n in scored]).to(device, non_blocking=True)
+        targets = batch.input_ids.to(device).flatten().index_select(0, flat + 1)
+        logits_flat = logits_m.flatten(0, 1)
+        t = {k: self.tensors[k][store].to(device, non_blocking=True) for k in
              ("top_ids", "top_logp", "tail_ids", "tail_logp", "tail_mass", "target_logp")}
         out: dict[str, list[torch.Tensor]] = {n: [] for n in OUTPUT_METRICS}
         k_report = min(topk, t["top_ids"].shape[1])
-        start = 0
-        for r, n in enumerate(lengths):  # right padding: each row's scored tokens are one slice (a view)
-            if n < 1:
-                continue
-            sl = slice(start, start + n)
-            start += n
-            lm = torch.log_softmax(logits_m[r, :n].float(), dim=-1)
-            ids = ids_all[r, 1:n + 1]
+        chunk = 1024 if device.type == "cpu" else max(256, 2**28 // max(vocab, 1))
+        for start in range(0, flat.numel(), chunk):
+            sl = slice(start, start + chunk)
+            lm = torch.log_softmax(logits_flat.index_select(0, flat[sl]).float(), dim=-1)
             top_lp, top_ids = t["top_logp"][sl].float(), t["top_ids"][sl].long()
             lm_top = lm.gather(-1, top_ids)
             head = (top_lp.exp() * (top_lp - lm_top)).sum(-1)
@@ -231,7 +266,7 @@ class Snapshot:
             mine = lm.topk(k_report, dim=-1).indices
             out["top1"].append((mine[:, 0] == top_ids[:, 0]).float())
             out["topk"].append((top_ids[:, :k_report].unsqueeze(-1) == mine.unsqueeze(-2)).any(-1).float().mean(-1))
-            ym = lm.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+            ym = lm.gather(-1, targets[sl].unsqueeze(-1)).squeeze(-1)
             yb = t["target_logp"][sl].float()
             out["dnll"].append(yb - ym)
             out["dp2"].append((ym.exp() - yb.exp()).square())
@@ -243,14 +278,16 @@ class Snapshot:
         ``h_m``: the candidate's outputs of the blocks ``names``, stacked as [L, B, T, D].
         """
         index = torch.tensor([self.meta["layers"].index(n) for n in names])
-        mask = batch.attention_mask.to(h_m.device).bool()
-        lengths = mask.sum(1).tolist()
+        lengths = batch.attention_mask.sum(1).tolist()  # the host copy: no device sync
         store = self.token_rows(batch.units, lengths, "tokens")
-        h = h_m[:, mask].float()  # [L, n, D]
+        width = h_m.shape[2]
+        flat = torch.cat([torch.arange(n) + r * width for r, n in enumerate(lengths)]).to(h_m.device, non_blocking=True)
+        h = h_m.flatten(1, 2).index_select(1, flat).float()  # [L, n, D]: right padding dropped
         hidden = h.shape[-1]
         seed = int(self.meta["sketch"]["seed"])
+        scheme = self.meta["sketch"].get("signs", "generator")
         proj = _projection(seed, int(self.meta["sketch"]["dim"]), hidden, h.device)
-        signs = torch.cat([_signs(seed, u, n, hidden, h.device) for u, n in zip(batch.units, lengths)])
+        signs = torch.cat([_signs(seed, u, n, hidden, h.device, scheme) for u, n in zip(batch.units, lengths)])
         y_m = sketch_tokens(h, signs, proj)
         norm_b = self.tensors["norms"][index][:, store].to(h.device).float()
         y_b = self.tensors["sketches"][index][:, store].to(h.device).float() * norm_b.unsqueeze(-1)
@@ -295,6 +332,10 @@ def record_snapshot(
     probe_set = as_probes(probes, baseline)
     if not probe_set.is_tokens:
         raise InvalidArgument("probes: snapshots are recorded for language models on token probes")
+    from .validate import check_context_length, check_token_ids
+
+    check_context_length(baseline, probe_set)
+    check_token_ids(baseline, probe_set)
     adapter = adapt(baseline, layers)
     lengths = torch.tensor([len(ids) for ids in probe_set.token_ids], dtype=torch.int32)
     n_tok, n_scored = int(lengths.sum()), int((lengths - 1).sum())
@@ -344,7 +385,7 @@ def record_snapshot(
         "vocab_size": int(arrays["vocab"][0]) if "vocab" in arrays else None,
         "topk": topk,
         "tail_samples": tail_samples,
-        "sketch": {"dim": sketch_dim, "seed": seed},
+        "sketch": {"dim": sketch_dim, "seed": seed, "signs": "hash"},
     }
     arrays.pop("vocab", None)
     tensors.pop("vocab", None)
@@ -395,7 +436,7 @@ def _record_batch(arrays, batch, logits, captured, layer_names, tok_off, sc_off,
             hidden = h.shape[-1]
             proj = _projection(seed, sketch_dim, hidden, h.device)
             if signs is None:
-                signs = _signs(seed, unit, n, hidden, h.device)
+                signs = _signs(seed, unit, n, hidden, h.device, "hash")
             norms = h.norm(dim=-1)
             y = sketch_tokens(h, signs, proj) / norms.clamp_min(1e-30).unsqueeze(-1)
             arrays["sketches"][li, tok_rows] = y.half().cpu()
@@ -534,7 +575,10 @@ def _inside(root: Path, path: Path) -> Path:
 
 def snapshot_path(root: str | Path, name: str) -> Path:
     """``root/<sanitised name>.safetensors``; names from test ids cannot escape ``root``."""
-    clean = _SAFE.sub("_", name).strip("._") or "snapshot"
-    if len(clean) > 200:  # keep long ids that share a prefix apart
+    plain = name.replace("::", "_").replace("/", "_")  # the separators of a pytest node id
+    clean = _SAFE.sub("_", plain).strip("._") or "snapshot"
+    if clean != plain:  # "t[a b]" and "t[a?b]" both clean to "t_a_b_": a hash of the id keeps them apart
+        clean = clean[:183] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    elif len(clean) > 200:  # keep long ids that share a prefix apart
         clean = clean[:183] + "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
     return _inside(Path(root), Path(clean + ".safetensors"))

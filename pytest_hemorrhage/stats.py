@@ -116,10 +116,10 @@ def ratio_estimate(sums: np.ndarray, counts: np.ndarray, confidence: float = 0.9
         return Estimate(math.nan, math.nan, math.nan, math.nan, 0)
     total = n.sum()
     r = float(s.sum() / total)
+    if not math.isfinite(r):  # an infinite KL (a truncated sampler) has no spread to measure
+        return Estimate(r, math.nan, math.nan, math.nan, k)
     resid = s - r * n
     ss = float(np.square(resid).sum())
-    if not math.isfinite(r):
-        return Estimate(r, math.nan, math.nan, math.nan, k)
     if k < 2:  # one probe shows no spread between probes: nothing bounds the mean
         return Estimate(r, -math.inf, math.inf, math.inf, k)
     # Relative tolerance: an identical candidate leaves only rounding noise in the residuals.

@@ -6,6 +6,7 @@ Every bad input must raise :class:`SnapshotError` whose message names the cause 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import pickle
@@ -445,10 +446,14 @@ def test_snapshot_path_sanitises_test_ids(tmp_path):
     root = tmp_path / "snaps"
     path = snapshot_path(root, "tests/test_x.py::test_a[param/../b]")
     assert path.parent == root.resolve()
-    assert path.name == "tests_test_x.py_test_a_param_.._b.safetensors"
+    digest = hashlib.sha256(b"tests/test_x.py::test_a[param/../b]").hexdigest()[:12]
+    assert path.name == f"tests_test_x.py_test_a_param_.._b-{digest}.safetensors"
     # Deterministic, and different parameters give different files.
     assert snapshot_path(root, "tests/test_x.py::test_a[param/../b]") == path
     assert snapshot_path(root, "tests/test_x.py::test_a[1]") != snapshot_path(root, "tests/test_x.py::test_a[2]")
+    # Plain node ids keep readable names; ids that clean to the same text stay apart.
+    assert snapshot_path(root, "tests/test_x.py::test_a").name == "tests_test_x.py_test_a.safetensors"
+    assert snapshot_path(root, "t[a b]") != snapshot_path(root, "t[a?b]")
 
 
 def test_snapshot_path_keeps_long_ids_apart(tmp_path):

@@ -21,6 +21,10 @@ OUTPUT_METRICS = ("kl", "top1", "topk", "dnll", "dp2")
 def kl_from_log_probs(logp_b: torch.Tensor, logp_m: torch.Tensor) -> torch.Tensor:
     """KL(p_b || p_m) over the last dimension, from log-probabilities; 0·log 0 counts as 0."""
     p_b = logp_b.exp()
+    if p_b.device.type != "cpu":
+        # On an accelerator the masked form costs one more elementwise pass but no host sync
+        # (checking for -inf first would stall the launch queue once per chunk).
+        return (p_b * torch.where(p_b > 0, logp_b - logp_m, torch.zeros_like(logp_b))).sum(-1).clamp_min(0.0)
     kl = torch.linalg.vecdot(p_b, logp_b - logp_m)
     bad = ~torch.isfinite(kl)
     if bool(bad.any()):  # -inf log-probs (masked vocabulary): 0·log 0 must count as 0
@@ -36,17 +40,21 @@ def token_output_metrics(
     logits_m: torch.Tensor,
     targets: torch.Tensor,
     topk: int = 5,
-    chunk_tokens: int = 1024,
+    chunk_tokens: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-token metrics for ``N`` scored tokens.
 
     ``logits_b``/``logits_m``: ``[N, V]`` (any float dtype; computed in float32 chunks so
     no full-size float32 copy of the logits is ever held). ``targets``: ``[N]`` real next tokens.
     Returns 1-D float32 tensors of length ``N`` keyed by :data:`OUTPUT_METRICS`.
+    ``chunk_tokens`` defaults to 1024 on the CPU and to about 2**28 / V on accelerators (large
+    chunks keep the kernel count low; each float32 temporary stays near 1 GiB).
     """
     if logits_b.shape != logits_m.shape:
         raise ValueError(f"logit shapes differ: {tuple(logits_b.shape)} vs {tuple(logits_m.shape)}")
     n, vocab = logits_b.shape
+    if chunk_tokens is None:
+        chunk_tokens = 1024 if logits_b.device.type == "cpu" else max(256, 2**28 // max(vocab, 1))
     k = max(1, min(topk, vocab))
     out: dict[str, list[torch.Tensor]] = {name: [] for name in OUTPUT_METRICS}
     for start in range(0, n, chunk_tokens):

@@ -1,0 +1,167 @@
+"""Input checks that run before a comparison: tokenizers, context length, token ids, out of memory.
+
+Each check raises an error whose message names the cause and the fix; none modifies its inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import HemorrhageError, InvalidArgument
+from .probes import Probes, as_probes, tokenizer_for
+
+__all__ = ["check_tokenizers", "check_context_length", "check_token_ids", "context_limit", "is_out_of_memory"]
+
+# Config attributes that hold the number of positions a model was built for, in the order tried.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
+_OOM_PHRASES = ("out of memory", "can't allocate memory")
+
+
+# ---------------------------------------------------------------------- tokenizers
+def _vocab(tokenizer: Any) -> dict[str, int] | None:
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    return dict(get_vocab()) if callable(get_vocab) else None
+
+
+def _vocab_mismatch(role_a: str, vocab_a: dict[str, int], role_b: str, vocab_b: dict[str, int]) -> str | None:
+    """A sentence describing how two vocabularies differ, or None when they agree."""
+    if vocab_a == vocab_b:
+        return None
+    by_id_a = {i: t for t, i in vocab_a.items()}
+    by_id_b = {i: t for t, i in vocab_b.items()}
+    sizes = f"the {role_a} tokenizer has {len(vocab_a)} tokens, the {role_b} tokenizer {len(vocab_b)}"
+    for i in sorted(set(by_id_a) | set(by_id_b)):
+        if by_id_a.get(i) != by_id_b.get(i):
+            return f"{sizes}; first difference at id {i}: {role_a} {by_id_a.get(i)!r}, {role_b} {by_id_b.get(i)!r}"
+    return f"{sizes}; they map some token to different ids"  # one side gives a token two ids
+
+
+def check_tokenizers(baseline: Any, candidate: Any, probes: Any = None) -> None:
+    """Raise :class:`HemorrhageError` when the known tokenizers of the inputs disagree.
+
+    Tokenizers are those registered with :func:`~pytest_hemorrhage.probes.register_tokenizer`
+    for ``baseline`` and ``candidate``, and ``probes.tokenizer`` when the probes carry one.
+    Vocabularies (``get_vocab()``) are compared pairwise; a pair with an unknown side is skipped.
+    A :class:`~pytest_hemorrhage.snapshot.Snapshot` baseline is checked through the tokenizer hash
+    it was recorded with.
+    """
+    from .snapshot import Snapshot, tokenizer_sha256
+
+    cand_tok = tokenizer_for(candidate)
+    probe_tok = getattr(probes, "tokenizer", None)
+    fix = ("Compare models that share one tokenizer and build the probes with it; if a registration is "
+           "wrong, fix it with register_tokenizer(model, tokenizer).")
+    if isinstance(baseline, Snapshot):
+        recorded = baseline.meta.get("tokenizer_sha256")
+        for role, tok in (("candidate", cand_tok), ("probes", probe_tok)):
+            current = tokenizer_sha256(tok)
+            if recorded is not None and current is not None and current != recorded:
+                where = f" {baseline.path}" if baseline.path else ""
+                raise HemorrhageError(
+                    f"tokenizer mismatch: the snapshot{where} was recorded with tokenizer {recorded[:12]}, the "
+                    f"{role} tokenizer is {current[:12]}. {fix} If the baseline's tokenizer changed on "
+                    "purpose, rerun with --hemorrhage-update to re-record the snapshot."
+                )
+        base_tok = None
+    else:
+        base_tok = tokenizer_for(baseline)
+    known = [(role, tok) for role, tok in (("baseline", base_tok), ("candidate", cand_tok), ("probes", probe_tok))
+             if tok is not None]
+    vocabs = {id(tok): _vocab(tok) for _, tok in known}  # get_vocab() builds a new dict on every call
+    for a, (role_a, tok_a) in enumerate(known):
+        for role_b, tok_b in known[a + 1:]:
+            vocab_a, vocab_b = vocabs[id(tok_a)], vocabs[id(tok_b)]
+            if tok_a is tok_b or vocab_a is None or vocab_b is None:
+                continue
+            problem = _vocab_mismatch(role_a, vocab_a, role_b, vocab_b)
+            if problem:
+                raise HemorrhageError(f"tokenizer mismatch: {problem}. {fix}")
+
+
+# ---------------------------------------------------------------------- probe shape vs model
+def context_limit(model: Any) -> tuple[int, str] | None:
+    """(positions, ``config.<key>``) the model was built for, or None when its config does not say."""
+    config = getattr(model, "config", None)
+    for key in _CONTEXT_KEYS:
+        value = getattr(config, key, None) if config is not None else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, f"config.{key}"
+    return None
+
+
+def _token_probes(model: Any, probes: Any) -> Probes | None:
+    probe_set = probes if isinstance(probes, Probes) else as_probes(probes, model)
+    return probe_set if probe_set.is_tokens else None
+
+
+def check_context_length(model: Any, probes: Any) -> None:
+    """Raise :class:`InvalidArgument` when a probe is longer than the model's context.
+
+    The limit is ``config.max_position_embeddings`` (or ``n_positions`` / ``n_ctx``); models
+    without one, and tensor probes, are not checked. ``probes``: anything :func:`as_probes` takes.
+    """
+    limit = context_limit(model)
+    probe_set = _token_probes(model, probes) if limit is not None else None
+    if probe_set is None:
+        return
+    positions, source = limit
+    too_long = [i for i, ids in enumerate(probe_set.token_ids) if len(ids) > positions]
+    if not too_long:
+        return
+    first = too_long[0]
+    others = f" ({len(too_long) - 1} more probes too)" if len(too_long) > 1 else ""
+    raise InvalidArgument(
+        f"probes: probe {first} has {len(probe_set.token_ids[first])} tokens, longer than the "
+        f"{positions}-token context of {type(model).__name__} ({source}){others}. Build the probes with "
+        f"Probes.builtin(tokenizer, max_length={positions}) or Probes.from_texts(tokenizer, texts, "
+        f"max_length={positions}), or truncate each probe to at most {positions} tokens."
+    )
+
+
+def _vocab_size(model: Any) -> int | None:
+    try:  # transformers' default get_input_embeddings raises for models that do not define it
+        embeddings = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError, TypeError):
+        embeddings = None
+    size = getattr(embeddings, "num_embeddings", None)
+    if size is None:
+        size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def check_token_ids(model: Any, probes: Any) -> None:
+    """Raise :class:`InvalidArgument` when a probe holds a token id outside the model's vocabulary.
+
+    Such ids crash the embedding lookup with an index error (or read garbage on some devices);
+    they usually mean the probes were tokenized with another model's tokenizer.
+    """
+    size = _vocab_size(model)
+    probe_set = _token_probes(model, probes) if size is not None else None
+    if probe_set is None:
+        return
+    for i, ids in enumerate(probe_set.token_ids):
+        if 0 <= min(ids) and max(ids) < size:
+            continue
+        bad = next(t for t in ids if not 0 <= t < size)
+        raise InvalidArgument(
+            f"probes: probe {i} holds token id {bad}, outside the vocabulary of {type(model).__name__} "
+            f"(ids 0-{size - 1}). Tokenize the probes with this model's tokenizer "
+            "(Probes.from_texts(tokenizer, texts) or Probes.builtin(tokenizer))."
+        )
+
+
+# ---------------------------------------------------------------------- out of memory
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` reports an allocation failure (GPU or CPU), so a smaller batch may succeed.
+
+    True for ``torch.OutOfMemoryError``, Python's ``MemoryError``, and a ``RuntimeError`` whose
+    message says "out of memory" (CUDA, MPS, XPU) or "can't allocate memory" (CPU allocator).
+    """
+    import torch
+
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    if isinstance(exc, RuntimeError):
+        text = str(exc).lower()
+        return any(phrase in text for phrase in _OOM_PHRASES)
+    return False
