@@ -21,6 +21,10 @@ __all__ = [
     "Snapshot",
     "record_snapshot",
     "load_snapshot",
+    "diagnose",
+    "suggest",
+    "sweep",
+    "explain",
     "HemorrhageError",
     "InvalidArgument",
     "SnapshotError",
@@ -37,6 +41,10 @@ _LAZY = {
     "Snapshot": ("snapshot", "Snapshot"),
     "record_snapshot": ("snapshot", "record_snapshot"),
     "load_snapshot": ("snapshot", "load_snapshot"),
+    "diagnose": ("diagnose", "diagnose"),
+    "suggest": ("mitigate.suggest", "suggest"),
+    "sweep": ("sweep", "sweep"),
+    "explain": ("comparison", "explain"),
 }
 
 

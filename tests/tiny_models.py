@@ -46,3 +46,14 @@ def tiny_qwen2(seed: int = 0, layers: int = 3, vocab: int = VOCAB) -> Qwen2ForCa
 def random_token_ids(n: int = 8, length: int = 24, vocab: int = VOCAB, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab, (n, length), generator=g)
+
+
+def snapshot_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A cloned state dict, to check later that a function left ``model`` untouched."""
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """Whether ``model`` still holds exactly ``state`` (same keys, bit-identical tensors)."""
+    now = model.state_dict()
+    return now.keys() == state.keys() and all(torch.equal(now[k], state[k]) for k in state)
