@@ -7,6 +7,7 @@ engine is imported when a check actually runs.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +36,63 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write every check of the session to PATH as JSON (Markdown if PATH ends in .md, a "
                          "self-contained HTML page with plots if it ends in .html)")
     group.addoption("--hemorrhage-device", dest="hemorrhage_device", metavar="DEVICE", default=None,
-                    help="run checks on this torch device (e.g. cpu, cuda, cuda:1); default: where the models are")
+                    help="run checks on this torch device (e.g. cpu, cuda, cuda:1); 'per-worker' gives each "
+                         "pytest-xdist worker its own GPU (CUDA_VISIBLE_DEVICES); default: where the models are")
+    group.addoption("--hemorrhage-gpus", dest="hemorrhage_gpus", type=int, default=None, metavar="N",
+                    help="with --hemorrhage-device=per-worker: spread workers over N GPUs (default: all visible)")
     group.addoption("--hemorrhage-batch-size", dest="hemorrhage_batch_size", type=int, default=None,
                     metavar="N", help="probes per forward pass (default 8)")
+    group.addoption("--hemorrhage-sequential", dest="hemorrhage_sequential", action="store_true", default=False,
+                    help="stop each check as soon as a confidence sequence decides it (probes in random order)")
+    group.addoption("--hemorrhage-no-suggest", dest="hemorrhage_no_suggest", action="store_true", default=False,
+                    help="on a failing check, do not try mitigations on copies (faster failures)")
     group.addoption("--hemorrhage-update", dest="hemorrhage_update", action="store_true", default=False,
                     help="re-record baseline snapshots instead of comparing against them")
     for key in Thresholds.keys():
         group.addoption(_option_name(key), dest=f"hemorrhage_{key}", default=None, metavar="VALUE",
                         help=f"default {key} for every check (the marker overrides it)")
         parser.addini(f"hemorrhage_{key}", help=f"default {key} for every hemorrhage check", default=None)
+    parser.addini("hemorrhage_suggest", type="bool", default=True,
+                  help="on a failing check, try mitigations on copies and show the best verified one (default true)")
     parser.addini("hemorrhage_snapshot_dir", help="folder of baseline snapshots (relative to rootdir)",
                   default="hemorrhage_snapshots")
 
 
+PER_WORKER = "per-worker"
+
+
+def device_option(config: pytest.Config) -> str | None:
+    """The device checks run on in this process (``per-worker`` means this worker's one visible GPU)."""
+    device = config.getoption("hemorrhage_device", default=None)
+    return "cuda" if device == PER_WORKER else device
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: pin each worker to one GPU before it starts (it must not have touched CUDA yet)."""
+    config = node.config
+    if config.getoption("hemorrhage_device", default=None) != PER_WORKER:
+        return
+    count = config.getoption("hemorrhage_gpus")
+    if count is None:
+        import torch
+
+        count = torch.cuda.device_count()
+    if count < 1:
+        raise pytest.UsageError(
+            "--hemorrhage-device=per-worker found no CUDA device; run on a GPU machine, pass --hemorrhage-gpus=N, "
+            "or choose --hemorrhage-device=cpu"
+        )
+    index = int("".join(ch for ch in node.gateway.id if ch.isdigit()) or 0)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    choices = visible.split(",") if visible else [str(i) for i in range(count)]
+    node.workerinput["hemorrhage_cuda_visible"] = choices[index % min(count, len(choices))]
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "hemorrhage_cuda_visible" in workerinput:
+        os.environ["CUDA_VISIBLE_DEVICES"] = workerinput["hemorrhage_cuda_visible"]
     config.addinivalue_line("markers", MARKER_DOC)
     config.stash[CHECKS_KEY] = []
     config.stash[SNAPSHOTS_KEY] = []
@@ -87,6 +131,8 @@ def _marker_kwargs(item: pytest.Item) -> dict[str, Any]:
                 f"@pytest.mark.hemorrhage takes keyword arguments only (e.g. max_kl=0.02), got "
                 f"positional {marker.args!r}"
             )
+        # Each marker on its own: a bad class-level value must not hide behind a closer marker's key.
+        Thresholds().merged(marker.kwargs, source="@pytest.mark.hemorrhage")
         merged.update(marker.kwargs)
     return merged
 
@@ -124,7 +170,9 @@ class HemorrhageFixture:
         from .comparison import compare
 
         config = self._item.config
-        kwargs.setdefault("device", config.getoption("hemorrhage_device"))
+        kwargs.setdefault("device", device_option(config))
+        if config.getoption("hemorrhage_sequential"):
+            kwargs.setdefault("sequential", True)
         batch = config.getoption("hemorrhage_batch_size")
         if batch is not None:
             kwargs.setdefault("batch_size", batch)
@@ -138,8 +186,20 @@ class HemorrhageFixture:
     def check(self, baseline: Any, candidate: Any, probes: Any = None, **kwargs: Any):
         """Compare; raise :class:`HemorrhageDetected` with the full report unless it passes."""
         __tracebackhide__ = True
+        config = self._item.config
+        suggest = kwargs.pop("suggest", None)
+        if suggest is None:
+            suggest = config.getini("hemorrhage_suggest") and not config.getoption("hemorrhage_no_suggest")
         report = self.compare(baseline, candidate, probes, **kwargs)
         if not report.passed:
+            from .comparison import explain
+
+            rerun = {k: kwargs[k] for k in ("layers",) if k in kwargs}
+            rerun["device"] = device_option(config)
+            if config.getoption("hemorrhage_batch_size") is not None:
+                rerun["batch_size"] = config.getoption("hemorrhage_batch_size")
+            explain(report, baseline, candidate, probes, suggest=bool(suggest), **rerun)
+            self._refresh(report)
             raise HemorrhageDetected(report.to_text(), report)
         return report
 
@@ -180,6 +240,13 @@ class HemorrhageFixture:
         snap.check_identity(baseline, tokenizer, as_probes(probes) if probes is not None else None)
         return snap
 
+    def _refresh(self, report: Any) -> None:
+        """Re-serialise ``report`` in the session's list after the diagnosis was added to it."""
+        for entry in reversed(self._item.config.stash[CHECKS_KEY]):
+            if entry["nodeid"] == self._item.nodeid and entry["report"].get("name") == report.name:
+                entry["report"] = json.loads(report.to_json())
+                return
+
     def _record(self, report: Any) -> None:
         self.reports.append(report)
         self._item.config.stash[CHECKS_KEY].append(
@@ -203,6 +270,13 @@ class HemorrhageFixture:
 def hemorrhage(request: pytest.FixtureRequest) -> HemorrhageFixture:
     """Run hemorrhage checks: ``hemorrhage.check(baseline, candidate, probes=None)``."""
     return HemorrhageFixture(request)
+
+
+@pytest.fixture(scope="session")
+def hemorrhage_device(pytestconfig: pytest.Config) -> str | None:
+    """Where this process runs checks (``--hemorrhage-device``; ``"cuda"`` for this worker's GPU under
+    ``per-worker``), or None: put session models there once instead of moving them for every check."""
+    return device_option(pytestconfig)
 
 
 @pytest.fixture(scope="session")
