@@ -125,3 +125,18 @@ def test_identity_needs_output_projection() -> None:
     with pytest.raises(InvalidArgument, match="identity"):
         expand(net, mode="identity")
     assert len(expand(net, mode="duplicate")[0]) == 3
+
+
+def test_inserted_blocks_share_the_model_config_so_attention_switches_reach_them():
+    from tiny_models import tiny_llama
+
+    import pytest_hemorrhage as ph
+
+    base = tiny_llama()
+    model = expand(base, count=2)
+    configs = {id(m.config) for m in model.modules() if "config" in m.__dict__}
+    assert configs == {id(model.config)}
+    probes = [[1, 2, 3, 4, 5, 6, 7, 8]] * 2
+    report = ph.compare(base, model, probes, attention=True)
+    # Every block of the baseline is paired with attention measured on the candidate's block of that name.
+    assert all(layer.attention_js is not None for layer in report.layers)

@@ -50,6 +50,22 @@ def identity_block(block: nn.Module) -> nn.Module:
     return new
 
 
+def _share_config(model: nn.Module, blocks: list[nn.Module]) -> None:
+    """Point the copied blocks' ``config`` back at the model's own.
+
+    A deep copy of a block copies its config too, and then model-wide switches such as
+    ``set_attn_implementation("eager")`` no longer reach the inserted blocks.
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    for block in blocks:
+        for module in block.modules():
+            own = module.__dict__.get("config")
+            if own is not None and own is not config and type(own) is type(config):
+                module.config = config
+
+
 @dataclass(frozen=True)
 class ExpansionConfig(WeightModification):
     """Insert copies of decoder blocks (``positions`` of originals, or ``count`` spread evenly)."""
@@ -116,6 +132,7 @@ class ExpansionConfig(WeightModification):
             else:
                 new_blocks.append(copy.deepcopy(originals[src]))
         set_decoder_blocks(model, blocks, new_blocks, sources)
+        _share_config(model, new_blocks)
 
     @property
     def _inserted(self) -> int:
