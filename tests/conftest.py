@@ -32,3 +32,19 @@ def gpt2():
 @pytest.fixture(scope="module")
 def qwen2():
     return tiny_qwen2()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselect ``gpu`` tests where no CUDA device exists, and say so (never a silent skip)."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    needs = {"gpu": 1, "gpu2": 2}
+    lacking = [item for item in items
+               if any(item.get_closest_marker(mark) is not None and gpus < n for mark, n in needs.items())]
+    if lacking:
+        items[:] = [item for item in items if item not in lacking]
+        config.hook.pytest_deselected(items=lacking)
+
+
+def pytest_report_header(config):
+    return ("gpu tests: deselected without a CUDA device (gpu2 ones without two); on a GPU machine run "
+            "python -m pytest -m gpu tests/test_gpu.py")
