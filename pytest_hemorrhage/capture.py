@@ -69,6 +69,18 @@ def _select_layers(model: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]
     return chosen
 
 
+def host_to(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Copy a host tensor to ``device`` without stalling the launch queue.
+
+    A copy from pageable host memory to a GPU waits for every queued kernel first; from pinned
+    memory it is queued like a kernel, so the host keeps launching the next batch's work.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 @dataclass
 class ModelAdapter:
     """How to run a model on probes and what to read from it."""
@@ -93,14 +105,14 @@ class ModelAdapter:
         """Run one probe batch; return (output tensor, attention probabilities or None)."""
         device = self.device
         if batch.input_ids is not None:
-            kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask.to(device)}
+            kwargs: dict[str, Any] = {"attention_mask": host_to(batch.attention_mask, device)}
             if self.is_hf:
                 kwargs["use_cache"] = False
                 if attentions:
                     kwargs["output_attentions"] = True
-            out = self.model(batch.input_ids.to(device), **kwargs)
+            out = self.model(host_to(batch.input_ids, device), **kwargs)
         else:
-            out = self.model(batch.inputs.to(device))
+            out = self.model(host_to(batch.inputs, device))
         tensor = _output_tensor(out)
         attn = getattr(out, "attentions", None) if attentions else None
         if self.kind == "auto":

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-from .capture import ModelAdapter, adapt, capture_layers, eager_attention
+from .capture import ModelAdapter, adapt, capture_layers, eager_attention, host_to
 from .errors import HemorrhageDetected, HemorrhageError, InvalidArgument
 from .metrics.activations import activation_sums, relative_error, sqnr_db
 from .metrics.attention import attention_sums
@@ -214,7 +214,7 @@ class _Run:
 
     def _run_live_batch(self, batch: Any) -> list:
         stored: dict[str, torch.Tensor] = {}
-        mask = batch.attention_mask.to(self.device) if batch.attention_mask is not None else None
+        mask = host_to(batch.attention_mask, self.device) if batch.attention_mask is not None else None
 
         def keep(name: str, h: torch.Tensor) -> None:
             if name in self.layer_index:
@@ -264,7 +264,7 @@ class _Run:
                 flat_mask = mask.unsqueeze(0).expand(n_layers, -1, -1).reshape(n_layers * n_rows, -1)
             sums = activation_sums(b.flatten(0, 1), m.flatten(0, 1), flat_mask)
             per_layer = sums.view(n_layers, n_rows, 4).sum(1).to(torch.float64)
-            index = torch.tensor([self.layer_index[n] for n in names], device=self.device)
+            index = host_to(torch.tensor([self.layer_index[n] for n in names]), self.device)
             commits.append(lambda index=index, per_layer=per_layer: self.layer_sums.index_add_(0, index, per_layer))
         return commits
 
@@ -283,7 +283,7 @@ class _Run:
             groups.setdefault((tuple(h.shape), h.device), []).append(name)
         for names in groups.values():  # all blocks of a batch at once, as for a live baseline
             sums = self.snapshot.layer_sums(names, batch, torch.stack([cand_out[n] for n in names]))
-            index = torch.tensor([self.layer_index[n] for n in names], device=self.device)
+            index = host_to(torch.tensor([self.layer_index[n] for n in names]), self.device)
             commits.append(lambda index=index, sums=sums.to(self.device): self.layer_sums.index_add_(0, index, sums))
         cand_out.clear()
         units, values = self.snapshot.output_metrics(batch, out_m.to(self.device), self.topk)
@@ -297,9 +297,9 @@ class _Run:
                 f"{tuple(out_m.shape)}. Compare models with the same vocabulary and output head "
                 "(and the same tokenizer)."
             )
-        units = torch.tensor(batch.units, device=self.device)
+        units = host_to(torch.tensor(batch.units), self.device)
         if self.base.kind == "lm":
-            ids = batch.input_ids.to(self.device)
+            ids = host_to(batch.input_ids, self.device)
             # The mask is still on the host here: reading lengths from it costs no device sync.
             scored = [(r, int(n) - 1) for r, n in enumerate(batch.attention_mask.sum(1).tolist()) if n > 1]
             if not scored:
@@ -312,11 +312,11 @@ class _Run:
             else:
                 # On an accelerator, one gathered batch means a few large kernels instead of many per row.
                 width = out_b.shape[1]
-                flat = torch.cat([torch.arange(n) + r * width for r, n in scored]).to(self.device, non_blocking=True)
+                flat = host_to(torch.cat([torch.arange(n) + r * width for r, n in scored]), self.device)
                 values = token_output_metrics(out_b.flatten(0, 1).index_select(0, flat),
                                               out_m.flatten(0, 1).index_select(0, flat),
                                               ids.flatten().index_select(0, flat + 1), topk=self.topk)
-            rows = torch.cat([torch.full((n,), r) for r, n in scored]).to(self.device, non_blocking=True)
+            rows = host_to(torch.cat([torch.full((n,), r) for r, n in scored]), self.device)
             return [lambda: self.tokens.add(units[rows], values), lambda: self.kl_hist.add(values["kl"])]
         # Tensor outputs (encoders, classifiers, vision): one unit per probe row.
         token_mask = mask if (mask is not None and out_b.dim() == 3) else None
@@ -324,7 +324,7 @@ class _Run:
         commits = [lambda: self.output_sums.index_add_(0, units, sums)]
         if self.base.kind == "classifier":
             label_b, label_m = out_b.argmax(-1).to(self.device), out_m.argmax(-1).to(self.device)
-            true = batch.labels.to(self.device).long().view(-1) if batch.labels is not None else None
+            true = host_to(batch.labels, self.device).long().view(-1) if batch.labels is not None else None
 
             def set_labels() -> None:
                 self.labels[units, 0] = label_b

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .capture import adapt, capture_layers
+from .capture import adapt, capture_layers, host_to
 from .errors import InvalidArgument, SnapshotError
 from .files import atomic_write_bytes
 from .probes import Probes, as_probes, tokenizer_for
@@ -110,7 +110,9 @@ def tokenizer_sha256(tokenizer: Any) -> str | None:
 
 # ---------------------------------------------------------------------- sketches
 @functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8)
 def _projection(seed: int, dim: int, hidden: int, device: torch.device) -> torch.Tensor:
+    # Cached: rebuilding it on the host and copying it over for every batch would stall a GPU.
     g = torch.Generator().manual_seed(seed)
     return (torch.randint(0, 2, (dim, hidden), generator=g) * 2 - 1).to(device, torch.float32)
 
@@ -240,11 +242,11 @@ class Snapshot:
         device = logits_m.device
         width = logits_m.shape[1]
         scored = [(r, n) for r, n in enumerate(lengths) if n > 0]
-        flat = torch.cat([torch.arange(n) + r * width for r, n in scored]).to(device, non_blocking=True)
-        rows = torch.cat([torch.full((n,), r) for r, n in scored]).to(device, non_blocking=True)
-        targets = batch.input_ids.to(device).flatten().index_select(0, flat + 1)
+        flat = host_to(torch.cat([torch.arange(n) + r * width for r, n in scored]), device)
+        rows = host_to(torch.cat([torch.full((n,), r) for r, n in scored]), device)
+        targets = host_to(batch.input_ids, device).flatten().index_select(0, flat + 1)
         logits_flat = logits_m.flatten(0, 1)
-        t = {k: self.tensors[k][store].to(device, non_blocking=True) for k in
+        t = {k: host_to(self.tensors[k][store], device) for k in
              ("top_ids", "top_logp", "tail_ids", "tail_logp", "tail_mass", "target_logp")}
         out: dict[str, list[torch.Tensor]] = {n: [] for n in OUTPUT_METRICS}
         k_report = min(topk, t["top_ids"].shape[1])
@@ -281,7 +283,7 @@ class Snapshot:
         lengths = batch.attention_mask.sum(1).tolist()  # the host copy: no device sync
         store = self.token_rows(batch.units, lengths, "tokens")
         width = h_m.shape[2]
-        flat = torch.cat([torch.arange(n) + r * width for r, n in enumerate(lengths)]).to(h_m.device, non_blocking=True)
+        flat = host_to(torch.cat([torch.arange(n) + r * width for r, n in enumerate(lengths)]), h_m.device)
         h = h_m.flatten(1, 2).index_select(1, flat).float()  # [L, n, D]: right padding dropped
         hidden = h.shape[-1]
         seed = int(self.meta["sketch"]["seed"])
@@ -289,8 +291,8 @@ class Snapshot:
         proj = _projection(seed, int(self.meta["sketch"]["dim"]), hidden, h.device)
         signs = torch.cat([_signs(seed, u, n, hidden, h.device, scheme) for u, n in zip(batch.units, lengths)])
         y_m = sketch_tokens(h, signs, proj)
-        norm_b = self.tensors["norms"][index][:, store].to(h.device).float()
-        y_b = self.tensors["sketches"][index][:, store].to(h.device).float() * norm_b.unsqueeze(-1)
+        norm_b = host_to(self.tensors["norms"][index][:, store], h.device).float()
+        y_b = host_to(self.tensors["sketches"][index][:, store], h.device).float() * norm_b.unsqueeze(-1)
         norm_m = torch.linalg.vector_norm(h, dim=-1)
         diff = y_b - y_m
         err_t = torch.linalg.vecdot(diff, diff)
@@ -302,7 +304,7 @@ class Snapshot:
 
 
 def batch_units(batch: Any, rows: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(batch.units, device=rows.device)[rows]
+    return host_to(torch.tensor(batch.units), rows.device)[rows]
 
 
 # ---------------------------------------------------------------------- recording

@@ -142,6 +142,8 @@ def decide(est: Estimate, threshold: float, direction: str) -> tuple[str, int | 
         return "fail", None
     harmful_bound = est.high if direction == "max" else est.low
     past = (lambda x: x > threshold) if direction == "max" else (lambda x: x < threshold)
+    if math.isnan(harmful_bound):  # an infinite estimate has no interval: judge the estimate itself
+        return ("fail", None) if past(est.value) else ("inconclusive", None)
     if not past(harmful_bound):
         return "pass", None
     if past(est.value):

@@ -11,6 +11,8 @@ distributions and y_t the real next token:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["token_output_metrics", "kl_from_log_probs", "OUTPUT_METRICS"]
@@ -22,9 +24,10 @@ def kl_from_log_probs(logp_b: torch.Tensor, logp_m: torch.Tensor) -> torch.Tenso
     """KL(p_b || p_m) over the last dimension, from log-probabilities; 0·log 0 counts as 0."""
     p_b = logp_b.exp()
     if p_b.device.type != "cpu":
-        # On an accelerator the masked form costs one more elementwise pass but no host sync
-        # (checking for -inf first would stall the launch queue once per chunk).
-        return (p_b * torch.where(p_b > 0, logp_b - logp_m, torch.zeros_like(logp_b))).sum(-1).clamp_min(0.0)
+        # On an accelerator: no host sync (checking for -inf first would stall the launch queue once
+        # per chunk); 0·log 0 terms come out as NaN and are zeroed, while p_b·(+inf) stays +inf.
+        terms = torch.nan_to_num(p_b * (logp_b - logp_m), nan=0.0, posinf=math.inf)
+        return terms.sum(-1).clamp_min(0.0)
     kl = torch.linalg.vecdot(p_b, logp_b - logp_m)
     bad = ~torch.isfinite(kl)
     if bool(bad.any()):  # -inf log-probs (masked vocabulary): 0·log 0 must count as 0
@@ -63,8 +66,10 @@ def token_output_metrics(
         lm = torch.log_softmax(logits_m[sl].to(lb.device).float(), dim=-1)
         y = targets[sl].to(lb.device).unsqueeze(-1)
         out["kl"].append(kl_from_log_probs(lb, lm))
-        tb = lb.topk(k, dim=-1).indices
-        tm = lm.topk(k, dim=-1).indices
+        # Top-k of the logits equals top-k of the log-probabilities; half-precision logits halve the
+        # radix-select passes on accelerators.
+        tb = logits_b[sl].topk(k, dim=-1).indices
+        tm = logits_m[sl].to(lb.device).topk(k, dim=-1).indices
         out["top1"].append((tb[:, 0] == tm[:, 0]).float())
         out["topk"].append((tb.unsqueeze(-1) == tm.unsqueeze(-2)).any(-1).float().mean(-1))
         yb = lb.gather(-1, y).squeeze(-1)
