@@ -1,0 +1,171 @@
+"""Gate error rates on the default model: every harmless change passes, every harmful one fails.
+
+The catalogue lives in ``benchmarks/gate_cases.py``; ``benchmarks/gate_rates.py`` runs it at the
+README size (32 probes x 128 tokens). Here it runs on a few short probes with default thresholds.
+The builders themselves are checked on a tiny Llama: harmless refactors really change the model
+(weights or structure) while keeping its outputs, and no builder touches the model it is given.
+"""
+
+import hashlib
+
+import pytest
+import torch
+
+from benchmarks import gate_cases as gc
+from benchmarks.gate_cases import CASES, harmful_cases, harmless_cases
+from pytest_hemorrhage.comparison import compare
+from pytest_hemorrhage.modify import DecodedModel
+from pytest_hemorrhage.probes import Probes
+from tiny_models import random_token_ids, tiny_llama
+
+N_PROBES, MAX_LENGTH = 9, 32  # one probe of each built-in domain
+
+
+def _fingerprint(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    h.update(str(getattr(model.config, "_attn_implementation", None)).encode())
+    hooks = sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+    h.update(str(hooks).encode())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def gate_probes(hemorrhage_default_model):
+    return Probes.builtin(hemorrhage_default_model[1], n=N_PROBES, max_length=MAX_LENGTH)
+
+
+@pytest.fixture(scope="module")
+def default_fingerprint(hemorrhage_default_model):
+    return _fingerprint(hemorrhage_default_model[0])
+
+
+def test_catalogue_size_and_names():
+    assert len(harmless_cases()) >= 50 and len(harmful_cases()) >= 20
+    names = [c.name for c in CASES]
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_gate_verdict(case, hemorrhage_default_model, gate_probes, default_fingerprint):
+    model, tokenizer = hemorrhage_default_model
+    baseline, candidate, probes, kwargs = case.build(model, tokenizer, gate_probes)
+    report = compare(baseline, candidate, probes, **kwargs)
+    if case.kind == "harmless":
+        # Passed outright: an inconclusive verdict would fail the gate just the same.
+        assert report.passed and set(report.verdicts.values()) == {"pass"}, report.to_text()
+    else:
+        assert not report.passed, report.to_text()
+
+
+def test_the_default_model_was_never_modified(hemorrhage_default_model, default_fingerprint):
+    """Runs after the catalogue (file order): no builder or comparison changed the shared model."""
+    assert _fingerprint(hemorrhage_default_model[0]) == default_fingerprint
+
+
+# --------------------------------------------------------------------------- builders on a tiny Llama
+
+TINY_PROBES = Probes.from_token_ids(random_token_ids(n=4, length=16).tolist())
+
+# Builders that need the default model's cache (covered by the catalogue run above).
+NEEDS_DEFAULT = {"reload-from-cache", "reload-from-cache-as-baseline"}
+# Harmless cases whose two models hold bit-identical weights in the same structure.
+IDENTICAL = ("deep-copy", "batch-size-", "shuffled-probes-", "same-sampling", "fp32-fp64-fp32",
+             "safetensors-state-dict", "save-from-pretrained", "tiny-noise", "eager-attention-both")
+
+
+def _unwrap(model):
+    return model.model if isinstance(model, DecodedModel) else model
+
+
+def _logits(model, ids):
+    model = _unwrap(model)
+    with torch.inference_mode():
+        return model(ids, use_cache=False).logits
+
+
+def _state(model):
+    return {k: v.clone() for k, v in _unwrap(model).state_dict().items()}
+
+
+def _tiny_cases(kind, layers=4):
+    """Catalogue cases whose builders run on a ``layers``-block tiny Llama."""
+    out = []
+    for c in CASES:
+        block = c.name.rsplit("-", 1)[-1]
+        if c.kind == kind and c.name not in NEEDS_DEFAULT and not (block.isdigit() and int(block) >= layers):
+            out.append(c)
+    return out
+
+
+def _differs(a, b) -> bool:
+    sa, sb = _state(a), _state(b)
+    if sa.keys() != sb.keys() or any(not torch.equal(sa[k], sb[k]) for k in sa):
+        return True
+    return _unwrap(a).config._attn_implementation != _unwrap(b).config._attn_implementation
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny Llama whose RMSNorm weights are not all ones (else norm folding would be a no-op)."""
+    model = tiny_llama(layers=4)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module).__name__.endswith("RMSNorm"):
+                module.weight.copy_(1.0 + 0.2 * torch.randn(module.weight.shape, generator=gen))
+    return model
+
+
+def _build_leaving_input(case, tiny):
+    """Build ``case`` on ``tiny`` and check the builder left ``tiny`` as it was."""
+    before = _state(tiny)
+    baseline, candidate, probes, _ = case.build(tiny, None, TINY_PROBES)
+    for k, v in before.items():
+        assert torch.equal(tiny.state_dict()[k], v), f"{case.name} modified the model it was given ({k})"
+    assert tiny.config._attn_implementation == "sdpa"
+    return baseline, candidate, torch.tensor(probes.token_ids)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("case", _tiny_cases("harmless"), ids=lambda c: c.name)
+def test_harmless_builder_keeps_outputs_and_leaves_its_input(case, tiny):
+    baseline, candidate, ids = _build_leaving_input(case, tiny)
+    torch.testing.assert_close(_logits(candidate, ids), _logits(baseline, ids), atol=1e-4, rtol=1e-4)
+    # Exact copies really are exact; refactors really change weights, structure or kernel.
+    assert _differs(baseline, candidate) != case.name.startswith(IDENTICAL), case.name
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("case", _tiny_cases("harmful"), ids=lambda c: c.name)
+def test_harmful_builder_changes_outputs_and_leaves_its_input(case, tiny):
+    baseline, candidate, ids = _build_leaving_input(case, tiny)
+    if isinstance(candidate, DecodedModel):  # same logits; the sampling distribution differs
+        assert candidate.config.temperature != baseline.config.temperature
+    else:
+        assert not torch.allclose(_logits(candidate, ids), _logits(baseline, ids), atol=1e-3)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_fused_projection_serves_each_slice_from_one_gemm(tiny):
+    attn = gc.fused_qkv(tiny).model.layers[0].self_attn
+    ref = tiny.model.layers[0].self_attn
+    fused = attn.q_proj.fused
+    x = torch.randn(2, 5, tiny.config.hidden_size)
+    expected = torch.nn.functional.linear(x, fused.weight).split(fused.sizes, -1)
+    parts = [attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)]
+    for got, want, original in zip(parts, expected, (ref.q_proj, ref.k_proj, ref.v_proj)):
+        assert torch.equal(got, want)
+        torch.testing.assert_close(got, original(x))
+    assert fused._input is None  # every slice served: no stale input kept
+    assert not torch.equal(attn.k_proj(x + 1.0), parts[1])  # a new input is recomputed
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_swapped_tokenizer_reads_ids_through_the_permutation(tiny):
+    cand = gc.swapped_tokenizer(tiny, 0)
+    perm = torch.randperm(tiny.config.vocab_size, generator=torch.Generator().manual_seed(0))
+    ids = random_token_ids(n=2, length=8)
+    torch.testing.assert_close(_logits(cand, ids), _logits(tiny, perm[ids]))
