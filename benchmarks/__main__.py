@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-NAMES = ("overhead", "memory", "fuzz")
+NAMES = ("overhead", "memory", "fuzz", "efficiency", "sequential", "peer")
 
 
 def main(argv: list[str]) -> int:

@@ -21,7 +21,7 @@ def _child(n: int, max_length: int) -> dict:
             "growth": rss["peak"] - rss["before"]}
 
 
-def run(sizes: tuple[int, ...] = (64, 512), max_length: int = 64) -> dict:
+def run(sizes: tuple[int, ...] = (64, 1024), max_length: int = 64) -> dict:
     """Each size in a fresh process, so one run's peak cannot hide the other's."""
     results = []
     for n in sizes:
