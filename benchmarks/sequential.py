@@ -59,10 +59,22 @@ def simulate(runs: int = 20000, n: int = 128, look_every: int = 8, confidence: f
             data, truth = rng.normal(0.0, 1.0, (runs, n)), 0.0
         else:  # skewed like per-probe KL
             data, truth = rng.lognormal(0.0, 0.75, (runs, n)), math.exp(0.75**2 / 2)
-        for name, radius in (("sequence", sequence), ("naive", naive)):
+        for name, radius in (("plain_sequence", sequence), ("naive", naive)):
             for side in ("fail", "pass"):
                 out[f"sim_{dist}_{name}_false_{side}"] = ever_past(data, truth, look_every, MIN_UNITS, radius, side)
+        # The rule compare() applies (log-scale bounds for non-negative values, passes after a quarter).
+        decisions = [_first_decision(rule, row, truth, look_every) for row in data[: runs // 5]]
+        for side in ("fail", "pass"):
+            out[f"sim_{dist}_rule_false_{side}"] = decisions.count(side) / len(decisions)
     return out
+
+
+def _first_decision(rule: SequentialRule, row: np.ndarray, threshold: float, look_every: int) -> str:
+    for t in range(MIN_UNITS, row.size + 1, look_every):
+        decision = rule.look("kl", row[:t], threshold, "max").decision
+        if decision != "continue":
+            return decision
+    return "continue"
 
 
 def run(n_probes: int = 128, max_length: int = 64, batch_size: int = 8) -> dict:

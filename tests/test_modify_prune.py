@@ -276,3 +276,24 @@ def test_bad_arguments_at_apply(llama: nn.Module) -> None:
         prune(llama, method="blocks", blocks=(4,))
     with pytest.raises(InvalidArgument, match="blocks"):
         prune(llama, method="blocks", blocks=(0, 1, 2, 3))
+
+
+def test_models_carrying_a_per_layer_config_deep_copy(llama: nn.Module) -> None:
+    import copy
+
+    out = prune(llama, sparsity=0.5, per_layer={"layers.0.": 0.9})
+    twin = copy.deepcopy(out)
+    assert twin.hemorrhage_modification == out.hemorrhage_modification
+    assert all(torch.equal(a, b) for a, b in zip(twin.state_dict().values(), out.state_dict().values()))
+
+
+def test_magnitude_mask_equals_a_stable_sort_with_ties() -> None:
+    from pytest_hemorrhage.modify.prune import magnitude_mask
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randint(-3, 4, (16, 24), generator=g).float()  # many ties
+    for sparsity in (0.1, 0.5, 0.77):
+        k = int(sparsity * w.numel() + 0.5)
+        expected = torch.ones(w.numel(), dtype=torch.bool)
+        expected[torch.argsort(w.abs().flatten(), stable=True)[:k]] = False
+        assert torch.equal(magnitude_mask(w, sparsity), expected.reshape(w.shape))

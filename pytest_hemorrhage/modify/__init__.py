@@ -47,17 +47,26 @@ _KINDS: dict[str, type[Modification]] = {
 }
 
 
+def _kinds() -> dict[str, type[Modification]]:
+    # Importance pruning lives with the mitigations (it needs calibration data); imported lazily
+    # because that module imports this package.
+    from ..mitigate.gradient_pruning import ImportancePruning
+
+    return {**_KINDS, ImportancePruning.kind: ImportancePruning}
+
+
 def modification_from_dict(data: Mapping[str, Any]) -> Modification:
     """Rebuild a config from :meth:`Modification.to_dict` output (e.g. read back from JSON)."""
-    if not isinstance(data, Mapping) or data.get("kind") not in _KINDS:
+    kinds = _kinds()
+    if not isinstance(data, Mapping) or data.get("kind") not in kinds:
         kind = data.get("kind") if isinstance(data, Mapping) else None
-        raise InvalidArgument(f"data has kind={kind!r}; allowed: a mapping with kind in {sorted(_KINDS)}")
+        raise InvalidArgument(f"data has kind={kind!r}; allowed: a mapping with kind in {sorted(kinds)}")
     fields = {k: v for k, v in data.items() if k != "kind"}
     if data["kind"] == "composed":
         return Composed(tuple(modification_from_dict(step) for step in fields.get("steps", ())))
     # JSON turns tuples into lists; the configs normalise sequences back to tuples.
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     try:
-        return _KINDS[data["kind"]](**fields)
+        return kinds[data["kind"]](**fields)
     except TypeError as exc:
         raise InvalidArgument(f"data={dict(data)!r} does not fit {data['kind']!r}: {exc}") from None

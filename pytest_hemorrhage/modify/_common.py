@@ -160,6 +160,11 @@ class Modification:
         """Return the modified model (a copy unless ``inplace``)."""
         raise NotImplementedError
 
+    def __deepcopy__(self, memo: dict) -> "Modification":
+        # Configs are frozen: a model's deep copy can share its record (and per-layer mapping proxies
+        # cannot be pickled or copied anyway).
+        return self
+
     def describe(self) -> str:
         """Short human-readable description."""
         raise NotImplementedError

@@ -67,14 +67,30 @@ def _round(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
+def importance_mask(scores: torch.Tensor, sparsity: float, group: str = "row") -> torch.Tensor:
+    """Bool mask (True = keep) dropping the lowest scores: ``round(sparsity * in_features)`` in
+    every row (``group="row"``) or ``round(sparsity * numel)`` in the matrix (``"layer"``).
+    Ties: the lower index is pruned first. With ``|W|`` and ``"layer"`` this is the magnitude mask."""
+    rows = scores if group == "row" else scores.reshape(1, -1)
+    k = _round(sparsity * rows.shape[1])
+    if k == 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    # The k-th smallest score per row is the threshold: everything below goes, and of the
+    # scores equal to it the lowest-index ones, as many as are still needed. No full sort.
+    threshold = rows.kthvalue(k, dim=1, keepdim=True).values
+    below = rows < threshold
+    needed = k - below.sum(dim=1, keepdim=True)
+    equal = rows == threshold
+    if bool((equal.sum(dim=1, keepdim=True) == needed).all()):  # the usual case: no tie to break
+        pruned = below | equal
+    else:
+        pruned = below | (equal & (equal.cumsum(dim=1) <= needed))
+    return (~pruned).reshape(scores.shape)
+
+
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Bool mask (True = keep) pruning exactly ``round(sparsity * numel)`` smallest |w|."""
-    k = _round(sparsity * weight.numel())
-    keep = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
-    if k > 0:
-        order = torch.argsort(weight.detach().abs().flatten(), stable=True)
-        keep[order[:k]] = False
-    return keep.reshape(weight.shape)
+    """Bool mask (True = keep) pruning exactly ``round(sparsity * numel)`` smallest |w| (lower index first on ties)."""
+    return importance_mask(weight.detach().abs(), sparsity, group="layer")
 
 
 def nm_mask(weight_oi: torch.Tensor, n: int, m: int) -> torch.Tensor:
