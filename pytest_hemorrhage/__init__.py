@@ -24,6 +24,8 @@ __all__ = [
     "diagnose",
     "suggest",
     "sweep",
+    "SweepResult",
+    "fit_phase_transition",
     "explain",
     "HemorrhageError",
     "InvalidArgument",
@@ -44,6 +46,8 @@ _LAZY = {
     "diagnose": ("diagnose", "diagnose"),
     "suggest": ("mitigate.suggest", "suggest"),
     "sweep": ("sweep", "sweep"),
+    "SweepResult": ("sweep", "SweepResult"),
+    "fit_phase_transition": ("sweep", "fit_phase_transition"),
     "explain": ("comparison", "explain"),
 }
 

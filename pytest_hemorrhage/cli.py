@@ -2,8 +2,10 @@
 
     hemorrhage snapshot MODEL_DIR --out FILE [--probes 64] [--max-length 128]
     hemorrhage compare BASELINE_DIR_OR_SNAPSHOT CANDIDATE_DIR [--max-kl 0.02] [--json r.json] [--junit r.xml] [--markdown r.md] [--html r.html]
+    hemorrhage sweep [MODEL_DIR] --modify sparsity --strengths 0.1,0.2,0.3 [--probes 32] [--json s.json] [--plot s.png] [--require 0.2]
 
-Exit codes: 0 passed, 1 hemorrhage detected (or inconclusive, unless allowed), 2 usage or input error.
+Exit codes: 0 passed, 1 hemorrhage detected (or inconclusive, unless allowed; for ``sweep``: the
+``--require``d strength fails), 2 usage or input error.
 """
 
 from __future__ import annotations
@@ -16,9 +18,46 @@ from typing import Any, Sequence
 
 from .errors import HemorrhageError
 from .files import atomic_write_text
+from .sweep import MODIFY_SHORTCUTS
 from .thresholds import Thresholds
 
 EXIT_PASSED, EXIT_HEMORRHAGE, EXIT_USAGE = 0, 1, 2
+
+
+def _add_progress(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help="show progress (default: only on a terminal)")
+    group.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _add_probe_options(parser: argparse.ArgumentParser, default_n: int = 64) -> None:
+    parser.add_argument("--probes", type=int, default=default_n, metavar="N",
+                        help=f"built-in probes to use (default {default_n})")
+    parser.add_argument("--max-length", type=int, default=128, metavar="T", help="tokens per probe (default 128)")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="B")
+
+
+def _add_threshold_options(parser: argparse.ArgumentParser) -> None:
+    for key in Thresholds.keys():
+        parser.add_argument("--" + key.replace("_", "-"), dest=f"t_{key}", default=None, metavar="VALUE",
+                            help=f"threshold {key} ('none' to stop gating it)")
+
+
+def _thresholds(args: argparse.Namespace) -> Thresholds:
+    values = {k: getattr(args, f"t_{k}") for k in Thresholds.keys() if getattr(args, f"t_{k}") is not None}
+    return Thresholds.resolve(cli=values)
+
+
+def _strengths(text: str) -> list[float]:
+    """``0.1,0.2,0.3`` -> floats; ``8,6,4`` -> ints (bisection then stays on whole numbers)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        return [int(p) for p in parts] if all(p.lstrip("-").isdigit() for p in parts) else [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers (e.g. 0.1,0.2,0.3 or 8,6,4)"
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,31 +66,40 @@ def _parser() -> argparse.ArgumentParser:
     snap = sub.add_parser("snapshot", help="record a baseline snapshot of a model folder on the built-in probes")
     snap.add_argument("model", help="a Hugging Face model folder (save_pretrained output, with its tokenizer)")
     snap.add_argument("--out", required=True, metavar="FILE", help="snapshot file to write (.safetensors)")
-    snap.add_argument("--probes", type=int, default=64, metavar="N", help="built-in probes to use (default 64)")
-    snap.add_argument("--max-length", type=int, default=128, metavar="T", help="tokens per probe (default 128)")
-    snap.add_argument("--batch-size", type=int, default=8, metavar="B")
-    snap_progress = snap.add_mutually_exclusive_group()
-    snap_progress.add_argument("--progress", dest="progress", action="store_true", default=None)
-    snap_progress.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_probe_options(snap)
+    _add_progress(snap)
     cmp_ = sub.add_parser("compare", help="compare a candidate model folder against a baseline model folder")
     cmp_.add_argument("baseline", help="baseline: a Hugging Face model folder, or a snapshot file")
     cmp_.add_argument("candidate", help="candidate: a Hugging Face model folder")
-    cmp_.add_argument("--probes", type=int, default=64, metavar="N", help="built-in probes to use (default 64)")
-    cmp_.add_argument("--max-length", type=int, default=128, metavar="T", help="tokens per probe (default 128)")
-    cmp_.add_argument("--batch-size", type=int, default=8, metavar="B")
+    _add_probe_options(cmp_)
     cmp_.add_argument("--device", default=None, help="torch device (default: cpu)")
     cmp_.add_argument("--json", dest="json_path", metavar="PATH", help="write the JSON report here")
     cmp_.add_argument("--markdown", dest="markdown_path", metavar="PATH", help="write a Markdown summary here")
     cmp_.add_argument("--html", dest="html_path", metavar="PATH",
                       help="write a self-contained HTML report (tables and plots) here")
     cmp_.add_argument("--junit", dest="junit_path", metavar="PATH", help="write JUnit XML here")
-    progress = cmp_.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
-                          help="show a progress bar (default: only on a terminal)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
-    for key in Thresholds.keys():
-        cmp_.add_argument("--" + key.replace("_", "-"), dest=f"t_{key}", default=None, metavar="VALUE",
-                          help=f"threshold {key} ('none' to stop gating it)")
+    _add_progress(cmp_)
+    _add_threshold_options(cmp_)
+    sw = sub.add_parser("sweep", help="sweep a modification's strength: phase transition and harshest passing strength")
+    sw.add_argument("model", nargs="?", default=None,
+                    help="a Hugging Face model folder with its tokenizer (default: the embedded SmolLM2-135M)")
+    sw.add_argument("--modify", required=True, choices=sorted(MODIFY_SHORTCUTS),
+                    help="magnitude-pruning sparsity, RTN per-channel bit width, or fraction of SVD rank removed")
+    sw.add_argument("--strengths", required=True, type=_strengths, metavar="S1,S2,...",
+                    help="sorted strengths, e.g. 0.1,0.2,0.3 or 8,6,4")
+    sw.add_argument("--metric", choices=("kl", "top1", "ppl_ratio"), default="kl", help="metric to fit (default kl)")
+    _add_probe_options(sw, default_n=32)
+    sw.add_argument("--device", default=None, help="torch device (default: cpu)")
+    sw.add_argument("--no-bisect", dest="bisect", action="store_false",
+                    help="do not bisect between the last passing and the first failing strength")
+    sw.add_argument("--tolerance", type=float, default=None, metavar="T",
+                    help="bisection stops when the bracket is this narrow (default: 1/8 of the grid gap)")
+    sw.add_argument("--require", type=float, default=None, metavar="STRENGTH",
+                    help="exit 1 unless this strength still passes (a robustness gate)")
+    sw.add_argument("--json", dest="json_path", metavar="PATH", help="write the sweep as JSON here")
+    sw.add_argument("--plot", dest="plot_path", metavar="PATH", help="write the plot here (.png, .svg, .pdf)")
+    _add_progress(sw)
+    _add_threshold_options(sw)
     return parser
 
 
@@ -102,8 +150,7 @@ def _compare(args: argparse.Namespace) -> int:
     from .comparison import compare
     from .probes import Probes
 
-    values = {k: getattr(args, f"t_{k}") for k in Thresholds.keys() if getattr(args, f"t_{k}") is not None}
-    thresholds = Thresholds.resolve(cli=values)
+    thresholds = _thresholds(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     if Path(args.baseline).is_file():
         from .snapshot import load_snapshot
@@ -150,6 +197,37 @@ def _snapshot(args: argparse.Namespace) -> int:
     return EXIT_PASSED
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .probes import Probes
+    from .sweep import plot_format, sweep
+
+    thresholds = _thresholds(args)
+    if args.plot_path:
+        plot_format(args.plot_path)  # a bad suffix fails now, not after the sweep
+    if args.model is None:
+        from .models import default_model
+
+        model, tokenizer = default_model()
+    else:
+        model = _load_model_dir(args.model, "model")
+        tokenizer = _load_tokenizer(args.model)
+    probes = Probes.builtin(tokenizer, n=args.probes, max_length=args.max_length)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    result = sweep(model, args.modify, args.strengths, probes, thresholds, metric=args.metric, bisect=args.bisect,
+                   tolerance=args.tolerance, progress=progress, batch_size=args.batch_size, device=args.device)
+    print(result.summary())
+    if args.json_path:
+        atomic_write_text(args.json_path, result.to_json())
+    if args.plot_path:
+        result.plot(args.plot_path)
+    if args.require is not None and not result.survives(args.require):
+        passing = "none" if result.harshest_passing is None else f"{result.harshest_passing:g}"
+        print(f"hemorrhage: required {args.modify} {args.require:g} fails (harshest passing: {passing})",
+              file=sys.stderr)
+        return EXIT_HEMORRHAGE
+    return EXIT_PASSED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hemorrhage`` console script."""
     parser = _parser()
@@ -162,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _compare(args)
         if args.command == "snapshot":
             return _snapshot(args)
+        if args.command == "sweep":
+            return _sweep(args)
     except HemorrhageError as exc:  # InvalidArgument and SnapshotError included
         print(f"hemorrhage: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
