@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from tiny_models import random_token_ids
+from tiny_models import random_token_ids, tiny_llama
 
 from pytest_hemorrhage.errors import HemorrhageError, InvalidArgument
 from pytest_hemorrhage.metrics.generation import sampling_kl
@@ -169,3 +169,14 @@ def test_claim3_temperature_calibration_on_default_model(hemorrhage_default_mode
     after = sampling_kl_on_probes(baseline, result.model, evaluation)
     assert result.model.config.temperature == pytest.approx(1.0, abs=0.05)
     assert after < before / 4, (before, after, result.description)
+
+
+def test_an_abandoned_logit_stream_leaves_autograd_alone():
+    """A generator that held inference mode across its yield leaked it into the caller."""
+    from pytest_hemorrhage.mitigate.decoding_calibration import scored_logits
+    from pytest_hemorrhage.probes import Probes
+
+    stream = scored_logits(tiny_llama(), Probes.from_token_ids([[1, 2, 3, 4]] * 4), batch_size=1)
+    next(stream)  # suspended mid-way, as a caller that stops early leaves it
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    stream.close()

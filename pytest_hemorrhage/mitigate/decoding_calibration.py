@@ -66,13 +66,16 @@ def _side(obj: Any, role: str) -> tuple[nn.Module, DecodingConfig]:
 
 @contextlib.contextmanager
 def _evaluating(models: Sequence[nn.Module]) -> Iterator[None]:
-    """Eval mode and no autograd for the block; each model's mode restored afterwards."""
+    """Eval mode for the block; each model's mode restored afterwards.
+
+    No autograd switch here: this wraps a generator's body, and a grad mode entered around a
+    ``yield`` would leak into the caller (it is thread state) for as long as the generator lives.
+    """
     modes = [m.training for m in models]
     try:
         for m in models:
             m.eval()
-        with torch.inference_mode():
-            yield
+        yield
     finally:
         for m, was in zip(models, modes):
             m.train(was)
@@ -88,7 +91,7 @@ def scored_logits(
     has a next token), ``[n, vocab]``, and the tokens seen so far at each, ``[n, width]`` (the row of
     position t repeats token t past t, harmless for a repetition penalty).
 
-    Runs in eval mode under ``inference_mode``; ``before_forward(batch)`` is called before each
+    Each forward runs in eval mode under ``inference_mode`` (never across a ``yield``); ``before_forward(batch)`` is called before each
     forward pass (e.g. to tell hooks which positions are padding).
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -98,18 +101,19 @@ def scored_logits(
         for batch in probes.batches(batch_size):
             if before_forward is not None:
                 before_forward(batch)
-            logits, _ = adapter.forward(batch)
-            ids = batch.input_ids.to(logits.device)
-            lengths = batch.attention_mask.sum(1).tolist()
-            width = ids.shape[1]
-            rows, prev = [], []
-            for r, n in enumerate(lengths):
-                if n < 2:
-                    continue
-                rows.append(logits[r, : n - 1].float())
-                positions = torch.arange(n - 1, device=ids.device)
-                index = torch.arange(width, device=ids.device).unsqueeze(0).clamp(max=positions.unsqueeze(1))
-                prev.append(ids[r][index])
+            with torch.inference_mode():
+                logits, _ = adapter.forward(batch)
+                ids = batch.input_ids.to(logits.device)
+                lengths = batch.attention_mask.sum(1).tolist()
+                width = ids.shape[1]
+                rows, prev = [], []
+                for r, n in enumerate(lengths):
+                    if n < 2:
+                        continue
+                    rows.append(logits[r, : n - 1].float())
+                    positions = torch.arange(n - 1, device=ids.device)
+                    index = torch.arange(width, device=ids.device).unsqueeze(0).clamp(max=positions.unsqueeze(1))
+                    prev.append(ids[r][index])
             if rows:
                 yield torch.cat(rows), torch.cat(prev)
 
