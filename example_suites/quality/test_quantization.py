@@ -70,12 +70,13 @@ def test_int8_per_channel_weights_pass_tightened_thresholds(hemorrhage, baseline
 )
 def test_int4_rtn_is_caught(hemorrhage, baseline_model, int4_model, quick_probes):
     """How a known-bad recipe looks in a suite: it must fail, and strict=True makes it an error
-    if it ever starts passing (then the gate, or the recipe, changed: look at it)."""
-    hemorrhage.check(baseline_model, int4_model, quick_probes)
+    if it ever starts passing (then the gate, or the recipe, changed: look at it).
+    suggest=False: the demonstration needs only the verdict, not the mitigations tried below."""
+    hemorrhage.check(baseline_model, int4_model, quick_probes, suggest=False)
 
 
 def test_int4_rtn_failure_report_names_where_damage_starts(hemorrhage, baseline_model, int4_model, quick_probes):
-    """The failure explains itself: verdict line, other metrics, first bad layer, how to accept."""
+    """The failure explains itself: verdict line, other metrics, first bad layer, the verified fix, how to accept."""
     with pytest.raises(HemorrhageDetected) as excinfo:
         hemorrhage.check(baseline_model, int4_model, quick_probes)
     report = excinfo.value.report
@@ -104,6 +105,14 @@ def test_int4_rtn_failure_report_names_where_damage_starts(hemorrhage, baseline_
     where = f"first layer past threshold: {first.name} (SQNR {first.sqnr_db:.1f} dB)"
     assert where in lines
 
+    # 4. The verified mitigation: the fewest layers restored to baseline weights until the gate
+    #    passes, tried on a copy and re-measured on these probes.
+    fix = next(line for line in lines if line.startswith(("verified fix: ", "best mitigation tried")))
+    best = report.suggestions[0]
+    assert best["name"] == "fallback" and best["passed"], best
+    assert fix == "verified fix: " + best["text"]
+    assert best["after"] <= report.thresholds["max_kl"] < best["before"]
+
     # 5. How to accept it on purpose, last.
     assert "--hemorrhage-update" in lines[-1]
-    assert lines.index(where) > 0
+    assert lines.index(where) < lines.index(fix)
