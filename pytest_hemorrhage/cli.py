@@ -115,14 +115,14 @@ def _load_model_dir(path: str, role: str) -> Any:
     return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
 
 
-def _load_tokenizer(path: str) -> Any:
+def _load_tokenizer(path: str, role: str = "baseline") -> Any:
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise HemorrhageError(
-            f"baseline: no tokenizer in {path} ({exc.__class__.__name__}); save it beside the model "
+            f"{role}: no tokenizer in {path} ({exc.__class__.__name__}); save it beside the model "
             "with tokenizer.save_pretrained(folder)"
         ) from None
 
@@ -186,7 +186,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from .snapshot import record_snapshot
 
     model = _load_model_dir(args.model, "model")
-    tokenizer = _load_tokenizer(args.model)
+    tokenizer = _load_tokenizer(args.model, "model")
     probes = Probes.builtin(tokenizer, n=args.probes, max_length=args.max_length)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     snap = record_snapshot(model, probes, args.out, tokenizer=tokenizer, batch_size=args.batch_size,
@@ -210,7 +210,7 @@ def _sweep(args: argparse.Namespace) -> int:
         model, tokenizer = default_model()
     else:
         model = _load_model_dir(args.model, "model")
-        tokenizer = _load_tokenizer(args.model)
+        tokenizer = _load_tokenizer(args.model, "model")
     probes = Probes.builtin(tokenizer, n=args.probes, max_length=args.max_length)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = sweep(model, args.modify, args.strengths, probes, thresholds, metric=args.metric, bisect=args.bisect,

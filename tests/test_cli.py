@@ -102,3 +102,12 @@ def test_damaged_snapshot_exits_2(model_dirs, tmp_path, capsys):
     bad.write_bytes(b"\x00" * 5)
     assert main(["compare", str(bad), model_dirs["same"]]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+def test_snapshot_of_a_folder_without_tokenizer_names_the_model(tmp_path, capsys):
+    folder = tmp_path / "no_tokenizer"
+    tiny_llama().save_pretrained(folder)
+    assert main(["snapshot", str(folder), "--out", str(tmp_path / "s.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "model: no tokenizer in" in err and "save_pretrained" in err
+    assert not (tmp_path / "s.safetensors").exists()
