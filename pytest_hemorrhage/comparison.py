@@ -17,7 +17,7 @@ from torch import nn
 
 from .capture import ModelAdapter, adapt, capture_layers, eager_attention, host_to
 from .errors import HemorrhageDetected, HemorrhageError, InvalidArgument
-from .metrics.activations import activation_sums, relative_error, sqnr_db
+from .metrics.activations import activation_sums, layer_activation_sums, relative_error, sqnr_db
 from .metrics.attention import attention_sums
 from .metrics.outputs import OUTPUT_METRICS, token_output_metrics
 from .probes import Probes, as_probes
@@ -256,14 +256,8 @@ class _Run:
         for name in cand:
             groups.setdefault((tuple(cand[name].shape), cand[name].device), []).append(name)
         for names in groups.values():
-            b = torch.stack([base[n].to(self.device) for n in names])
-            m = torch.stack([cand[n].to(self.device) for n in names])
-            n_layers, n_rows = b.shape[0], b.shape[1]
-            flat_mask = None
-            if mask is not None and b.dim() == 4:
-                flat_mask = mask.unsqueeze(0).expand(n_layers, -1, -1).reshape(n_layers * n_rows, -1)
-            sums = activation_sums(b.flatten(0, 1), m.flatten(0, 1), flat_mask)
-            per_layer = sums.view(n_layers, n_rows, 4).sum(1).to(torch.float64)
+            pairs = [(base[n].to(self.device), cand[n].to(self.device)) for n in names]
+            per_layer = layer_activation_sums(pairs, mask).to(torch.float64)
             index = host_to(torch.tensor([self.layer_index[n] for n in names]), self.device)
             commits.append(lambda index=index, per_layer=per_layer: self.layer_sums.index_add_(0, index, per_layer))
         return commits
@@ -313,9 +307,8 @@ class _Run:
                 # On an accelerator, one gathered batch means a few large kernels instead of many per row.
                 width = out_b.shape[1]
                 flat = host_to(torch.cat([torch.arange(n) + r * width for r, n in scored]), self.device)
-                values = token_output_metrics(out_b.flatten(0, 1).index_select(0, flat),
-                                              out_m.flatten(0, 1).index_select(0, flat),
-                                              ids.flatten().index_select(0, flat + 1), topk=self.topk)
+                values = token_output_metrics(out_b.flatten(0, 1), out_m.flatten(0, 1),
+                                              ids.flatten().index_select(0, flat + 1), topk=self.topk, rows=flat)
             rows = host_to(torch.cat([torch.full((n,), r) for r, n in scored]), self.device)
             return [lambda: self.tokens.add(units[rows], values), lambda: self.kl_hist.add(values["kl"])]
         # Tensor outputs (encoders, classifiers, vision): one unit per probe row.

@@ -30,6 +30,8 @@ from torch import nn
 from .capture import adapt, capture_layers, host_to
 from .errors import InvalidArgument, SnapshotError
 from .files import atomic_write_bytes
+from .metrics import fused
+from .metrics.outputs import OUTPUT_METRICS, logits_at, top_ids
 from .probes import Probes, as_probes, tokenizer_for
 
 __all__ = [
@@ -110,7 +112,6 @@ def tokenizer_sha256(tokenizer: Any) -> str | None:
 
 # ---------------------------------------------------------------------- sketches
 @functools.lru_cache(maxsize=8)
-@functools.lru_cache(maxsize=8)
 def _projection(seed: int, dim: int, hidden: int, device: torch.device) -> torch.Tensor:
     # Cached: rebuilding it on the host and copying it over for every batch would stall a GPU.
     g = torch.Generator().manual_seed(seed)
@@ -136,11 +137,20 @@ def _signs(seed: int, unit: int, length: int, hidden: int, device: torch.device,
     if scheme == "generator":
         g = torch.Generator().manual_seed(seed * 1_000_003 + unit + 1)
         return (torch.randint(0, 2, (length, hidden), generator=g) * 2 - 1).to(device, torch.float32)
-    base = ((seed * 1_000_003 + unit + 1) * 2654435761) & _M31
-    rows = _mix31((torch.arange(length, device=device, dtype=torch.int64) + base) & _M31).unsqueeze(1)
+    rows = sign_keys(seed, [unit], [length], device).unsqueeze(1)
     cols = ((torch.arange(hidden, device=device, dtype=torch.int64) * 0x5BD1E995) & _M31).unsqueeze(0)
     bits = (_mix31(rows ^ cols) >> 16) & 1
     return (1 - 2 * bits).to(torch.float32)
+
+
+def sign_keys(seed: int, units: list[int], lengths: list[int], device: torch.device) -> torch.Tensor:
+    """Per token of the given probes, the hash key of its row of signs (int64, on ``device``).
+
+    Token ``t`` of probe ``u`` has sign ``1 - 2·((mix(key ^ colhash(j)) >> 16) & 1)`` in column ``j``.
+    """
+    bases = [((seed * 1_000_003 + unit + 1) * 2654435761) & _M31 for unit in units]
+    pos = torch.cat([torch.arange(n, dtype=torch.int64) + base for base, n in zip(bases, lengths)])
+    return _mix31(host_to(pos, device) & _M31)
 
 
 def sketch_tokens(h: torch.Tensor, signs: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
@@ -157,6 +167,7 @@ class Snapshot:
     tensors: dict[str, torch.Tensor]
     path: Path | None = None
     _offsets: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _device: dict[tuple[str, torch.device], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         lengths = self.tensors["lengths"].long()
@@ -229,8 +240,6 @@ class Snapshot:
 
     def output_metrics(self, batch: Any, logits_m: torch.Tensor, topk: int) -> tuple[torch.Tensor, dict]:
         """Per-token metrics of the candidate against the recorded baseline for one batch."""
-        from .metrics.outputs import OUTPUT_METRICS
-
         lengths = [int(n) - 1 for n in batch.attention_mask.sum(1).tolist()]  # host copy: no device sync
         store = self.token_rows(batch.units, lengths, "scored")
         vocab = logits_m.shape[-1]
@@ -246,33 +255,50 @@ class Snapshot:
         rows = host_to(torch.cat([torch.full((n,), r) for r, n in scored]), device)
         targets = host_to(batch.input_ids, device).flatten().index_select(0, flat + 1)
         logits_flat = logits_m.flatten(0, 1)
-        t = {k: host_to(self.tensors[k][store], device) for k in
-             ("top_ids", "top_logp", "tail_ids", "tail_logp", "tail_mass", "target_logp")}
-        out: dict[str, list[torch.Tensor]] = {n: [] for n in OUTPUT_METRICS}
+        t = self._rows_on(("top_ids", "top_logp", "tail_ids", "tail_logp", "tail_mass", "target_logp"), store, device)
+        t["targets"] = targets
         k_report = min(topk, t["top_ids"].shape[1])
-        chunk = 1024 if device.type == "cpu" else max(256, 2**28 // max(vocab, 1))
-        for start in range(0, flat.numel(), chunk):
-            sl = slice(start, start + chunk)
-            lm = torch.log_softmax(logits_flat.index_select(0, flat[sl]).float(), dim=-1)
-            top_lp, top_ids = t["top_logp"][sl].float(), t["top_ids"][sl].long()
-            lm_top = lm.gather(-1, top_ids)
-            head = (top_lp.exp() * (top_lp - lm_top)).sum(-1)
-            # Tail: sum_tail p_b log(p_b/p_m) = T_b E_tail[r - 1 - log r] + T_b - T_m, r = p_m/p_b, with
-            # T_m the candidate's exact mass outside the baseline's top-k. The summand r - 1 - log r >= 0
-            # shrinks quadratically with the divergence, so the estimate stays tight for small KL.
-            log_r = lm.gather(-1, t["tail_ids"][sl].long()) - t["tail_logp"][sl].float()
-            mass_b = t["tail_mass"][sl].float()
-            mass_m = (1.0 - lm_top.exp().sum(-1)).clamp_min(0.0)
-            tail = mass_b * (log_r.exp() - 1.0 - log_r).mean(-1) + mass_b - mass_m
-            out["kl"].append(head + tail)
-            mine = lm.topk(k_report, dim=-1).indices
-            out["top1"].append((mine[:, 0] == top_ids[:, 0]).float())
-            out["topk"].append((top_ids[:, :k_report].unsqueeze(-1) == mine.unsqueeze(-2)).any(-1).float().mean(-1))
-            ym = lm.gather(-1, targets[sl].unsqueeze(-1)).squeeze(-1)
-            yb = t["target_logp"][sl].float()
-            out["dnll"].append(yb - ym)
-            out["dp2"].append((ym.exp() - yb.exp()).square())
-        return batch_units(batch, rows), {k: torch.cat(v) for k, v in out.items()}
+        if fused.enabled(logits_flat):
+            in_kernel = k_report <= fused.MAX_FUSED_TOPK
+            stats = fused.logit_stats(logits_flat, flat, topk=k_report if in_kernel else 0)
+            values = _metrics_against_snapshot(logits_flat, flat, stats["lse_m"], t, k_report,
+                                               mine=stats["top_m"] if in_kernel else None)
+        else:
+            out: dict[str, list[torch.Tensor]] = {n: [] for n in OUTPUT_METRICS}
+            chunk = 1024 if device.type == "cpu" else max(256, 2**28 // max(vocab, 1))
+            for start in range(0, flat.numel(), chunk):
+                sl = slice(start, start + chunk)
+                # Log-probabilities as the live comparison computes them, so stored exact quantities
+                # (top-1, the target's log-probability) give identical numbers either way.
+                lm = torch.log_softmax(logits_flat.index_select(0, flat[sl]).float(), dim=-1)
+                part = _metrics_against_snapshot(lm, torch.arange(lm.shape[0], device=device),
+                                                 lm.new_zeros(lm.shape[0]), {k: v[sl] for k, v in t.items()},
+                                                 k_report)
+                for name in OUTPUT_METRICS:
+                    out[name].append(part[name])
+            values = {k: torch.cat(v) for k, v in out.items()}
+        return batch_units(batch, rows), values
+
+    def _rows_on(self, keys: tuple[str, ...], store: torch.Tensor, device: torch.device,
+                 layers: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The stored rows ``store`` of tensors ``keys`` (per-layer ones restricted to ``layers``) on ``device``.
+
+        On an accelerator a snapshot of up to 512 MiB is copied over once and indexed there; a larger
+        one is indexed on the host batch by batch.
+        """
+        if device.type != "cpu" and sum(self.tensors[k].nbytes for k in keys) <= 512 * 2**20:
+            cached = {k: self._device.get((k, device)) for k in keys}
+            for k, v in cached.items():
+                if v is None:
+                    cached[k] = self._device[(k, device)] = self.tensors[k].to(device)
+            index = host_to(store, device)
+            if layers is None:
+                return {k: v.index_select(0, index) for k, v in cached.items()}
+            lay = host_to(layers, device)
+            return {k: v.index_select(0, lay).index_select(1, index) for k, v in cached.items()}
+        if layers is None:
+            return {k: host_to(self.tensors[k][store], device) for k in keys}
+        return {k: host_to(self.tensors[k][layers][:, store], device) for k in keys}
 
     def layer_sums(self, names: list[str], batch: Any, h_m: torch.Tensor) -> torch.Tensor:
         """[L, 4] sums (signal, estimated error, estimated cosine sum, tokens) for stacked layers.
@@ -284,23 +310,60 @@ class Snapshot:
         store = self.token_rows(batch.units, lengths, "tokens")
         width = h_m.shape[2]
         flat = host_to(torch.cat([torch.arange(n) + r * width for r, n in enumerate(lengths)]), h_m.device)
-        h = h_m.flatten(1, 2).index_select(1, flat).float()  # [L, n, D]: right padding dropped
-        hidden = h.shape[-1]
+        hidden = h_m.shape[-1]
         seed = int(self.meta["sketch"]["seed"])
         scheme = self.meta["sketch"].get("signs", "generator")
-        proj = _projection(seed, int(self.meta["sketch"]["dim"]), hidden, h.device)
-        signs = torch.cat([_signs(seed, u, n, hidden, h.device, scheme) for u, n in zip(batch.units, lengths)])
-        y_m = sketch_tokens(h, signs, proj)
-        norm_b = host_to(self.tensors["norms"][index][:, store], h.device).float()
-        y_b = host_to(self.tensors["sketches"][index][:, store], h.device).float() * norm_b.unsqueeze(-1)
-        norm_m = torch.linalg.vector_norm(h, dim=-1)
+        dim = int(self.meta["sketch"]["dim"])
+        proj = _projection(seed, dim, hidden, h_m.device)
+        if scheme == "hash" and fused.enabled(h_m):
+            keys = sign_keys(seed, batch.units, lengths, h_m.device)
+            y_m, norm_m = fused.sketch_rows(h_m.flatten(1, 2), flat, keys, proj)
+            y_m = y_m / math.sqrt(dim)
+        else:
+            h = h_m.flatten(1, 2).index_select(1, flat).float()  # [L, n, D]: right padding dropped
+            signs = torch.cat([_signs(seed, u, n, hidden, h.device, scheme) for u, n in zip(batch.units, lengths)])
+            y_m = sketch_tokens(h, signs, proj)
+            norm_m = torch.linalg.vector_norm(h, dim=-1)
+        stored = self._rows_on(("norms", "sketches"), store, h_m.device, layers=index)
+        norm_b = stored["norms"].float()
+        y_b = stored["sketches"].float() * norm_b.unsqueeze(-1)
         diff = y_b - y_m
         err_t = torch.linalg.vecdot(diff, diff)
         # cos = (|b|² + |m|² − |b−m|²) / (2|b||m|): exact norms, only the (small) difference is estimated,
         # so the estimate is as tight as the SQNR one. Per-token values are not clipped: that would bias the mean.
         cos = (norm_b.square() + norm_m.square() - err_t) / (2 * norm_b * norm_m).clamp_min(1e-12)
-        tokens = torch.full((h.shape[0],), float(h.shape[1]), device=h.device)
+        tokens = torch.full((y_m.shape[0],), float(y_m.shape[1]), device=y_m.device)
         return torch.stack([norm_b.square().sum(-1), err_t.sum(-1), cos.sum(-1), tokens], dim=-1).double()
+
+
+def _metrics_against_snapshot(logits: torch.Tensor, rows: torch.Tensor, lse: torch.Tensor,
+                              stored: dict[str, torch.Tensor], k_report: int,
+                              mine: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-token output metrics of candidate ``logits`` rows ``rows`` (log-normalisers ``lse``, top
+    ``k_report`` ids ``mine`` when already known) against the baseline's recorded ``stored`` rows
+    (plus ``"targets"``, the real next tokens)."""
+    lse = lse.unsqueeze(-1)
+    top_lp, top = stored["top_logp"].float(), stored["top_ids"].long()
+    lm_top = logits_at(logits, rows, top) - lse
+    head = (top_lp.exp() * (top_lp - lm_top)).sum(-1)
+    # Tail: sum_tail p_b log(p_b/p_m) = T_b E_tail[r - 1 - log r] + T_b - T_m, r = p_m/p_b, with
+    # T_m the candidate's exact mass outside the baseline's top-k. The summand r - 1 - log r >= 0
+    # shrinks quadratically with the divergence, so the estimate stays tight for small KL.
+    log_r = logits_at(logits, rows, stored["tail_ids"]) - lse - stored["tail_logp"].float()
+    mass_b = stored["tail_mass"].float()
+    mass_m = (1.0 - lm_top.exp().sum(-1)).clamp_min(0.0)
+    tail = mass_b * (log_r.exp() - 1.0 - log_r).mean(-1) + mass_b - mass_m
+    if mine is None:
+        mine = top_ids(logits, rows, k_report)
+    ym = (logits_at(logits, rows, stored["targets"].unsqueeze(-1)) - lse).squeeze(-1)
+    yb = stored["target_logp"].float()
+    return {
+        "kl": head + tail,
+        "top1": (mine[:, 0] == top[:, 0]).float(),
+        "topk": (top[:, :k_report].unsqueeze(-1) == mine.unsqueeze(-2)).any(-1).float().mean(-1),
+        "dnll": yb - ym,
+        "dp2": (ym.exp() - yb.exp()).square(),
+    }
 
 
 def batch_units(batch: Any, rows: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 
 import pytest_hemorrhage as ph
 from pytest_hemorrhage.modify import quantize
-from tiny_models import tiny_llama
+from tiny_models import assert_reports_agree, fused_and_plain_reports, tiny_llama
 
 pytestmark = pytest.mark.gpu
 
@@ -98,3 +98,18 @@ def test_model_split_across_two_gpus_gives_the_single_gpu_figures():
     assert [layer.name for layer in got.layers] == [layer.name for layer in expected.layers]
     for a, b in zip(got.layers, expected.layers):
         assert a.sqnr_db == pytest.approx(b.sqnr_db, abs=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_fused_kernels_give_the_plain_pytorch_figures(dtype, monkeypatch):
+    from pytest_hemorrhage.metrics import fused
+
+    assert fused.enabled(torch.zeros(1, device="cuda")), "Triton is missing: the fused kernels are not tested"
+    base = tiny_llama().to("cuda", dtype)
+    cand = quantize(base, bits=4)
+    probes = _probes() + [p[:11] for p in _probes(3)]  # right padding too
+    pairs = fused_and_plain_reports(base, cand, probes, monkeypatch, batch_size=4)
+    for got, expected in pairs:
+        assert_reports_agree(got, expected, rel=1e-4, sqnr_db=1e-2, cosine=1e-5)
+    plain = pairs[0][1]
+    assert plain.metrics["kl"].estimate > 1e-4

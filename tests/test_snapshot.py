@@ -144,9 +144,10 @@ def test_compare_from_snapshot_matches_compare_against_model(recorded, model, pr
     cand = _scaled(model, 3.0) if candidate == "scaled3" else _noisy(model)
     direct = compare(model, cand, probes)
     stored = compare(load_snapshot(path), cand)
-    # Exact stored quantities: identical numbers.
+    # Exact stored quantities: identical numbers (up to float32 rounding of the log-normaliser, which
+    # the fused GPU kernels compute in another order than log_softmax).
     assert stored.metrics["top1"].estimate == direct.metrics["top1"].estimate
-    assert stored.metrics["ppl_ratio"].estimate == direct.metrics["ppl_ratio"].estimate
+    assert stored.metrics["ppl_ratio"].estimate == pytest.approx(direct.metrics["ppl_ratio"].estimate, rel=1e-6, abs=0)
     assert stored.metrics["top1"].estimate < 0.9  # the candidate really differs
     # KL: importance-sampled tail, within a few percent.
     kl_d, kl_s = direct.metrics["kl"].estimate, stored.metrics["kl"].estimate

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import (
     GPT2Config,
@@ -57,3 +59,31 @@ def same_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
     """Whether ``model`` still holds exactly ``state`` (same keys, bit-identical tensors)."""
     now = model.state_dict()
     return now.keys() == state.keys() and all(torch.equal(now[k], state[k]) for k in state)
+
+
+def fused_and_plain_reports(base, cand, probes, monkeypatch, batch_size: int) -> list[tuple[Any, Any]]:
+    """(through the fused kernels, through the PyTorch formulas) for a live and a snapshot comparison."""
+    import pytest_hemorrhage as ph
+
+    snap = ph.record_snapshot(base, probes, batch_size=batch_size)
+
+    def both():
+        return ph.compare(base, cand, probes, batch_size=batch_size), ph.compare(snap, cand, batch_size=batch_size)
+
+    fused = both()
+    monkeypatch.setenv("HEMORRHAGE_FUSED", "0")
+    plain = both()
+    monkeypatch.delenv("HEMORRHAGE_FUSED")
+    return list(zip(fused, plain))
+
+
+def assert_reports_agree(got, expected, rel: float, sqnr_db: float, cosine: float) -> None:
+    """Every metric estimate within ``rel``, every layer's SQNR and cosine within the given distances."""
+    import pytest
+
+    for name, metric in expected.metrics.items():
+        assert got.metrics[name].estimate == pytest.approx(metric.estimate, rel=rel, abs=rel / 10), name
+    assert [layer.name for layer in got.layers] == [layer.name for layer in expected.layers]
+    for a, b in zip(got.layers, expected.layers):
+        assert a.sqnr_db == pytest.approx(b.sqnr_db, abs=sqnr_db), a.name
+        assert a.cosine == pytest.approx(b.cosine, abs=cosine), a.name

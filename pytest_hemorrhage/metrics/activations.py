@@ -11,9 +11,28 @@ import math
 
 import torch
 
-__all__ = ["activation_sums", "sqnr_db", "relative_error", "ACTIVATION_SUMS"]
+from . import fused
+
+__all__ = ["activation_sums", "layer_activation_sums", "row_products", "sqnr_db", "relative_error", "ACTIVATION_SUMS"]
 
 ACTIVATION_SUMS = ("signal", "error", "cosine", "tokens")
+
+
+def _token_rows(h_b: torch.Tensor, h_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as ``[B, T, D]``: a ``[B, D]`` output is one token per row; extra dimensions are flattened."""
+    if h_b.dim() == 2:
+        h_b, h_m = h_b.unsqueeze(1), h_m.unsqueeze(1)
+    elif h_b.dim() > 3:
+        h_b, h_m = h_b.flatten(2), h_m.flatten(2)
+    return h_b, h_m.to(h_b.device)
+
+
+def _sums_from_products(products: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``[..., B, T, 4]`` row products to ``[..., B, 4]`` sums (see :func:`activation_sums`)."""
+    b2, m2, bm, e2 = products.unbind(-1)
+    w = torch.ones_like(b2) if mask is None else mask.to(b2.device, b2.dtype).expand_as(b2)
+    cos = bm / (b2 * m2).sqrt().clamp_min(1e-12)
+    return torch.stack([(b2 * w).sum(-1), (e2 * w).sum(-1), (cos * w).sum(-1), w.sum(-1)], dim=-1)
 
 
 def activation_sums(h_b: torch.Tensor, h_m: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -21,28 +40,41 @@ def activation_sums(h_b: torch.Tensor, h_m: torch.Tensor, mask: torch.Tensor | N
 
     ``h_b``/``h_m``: ``[B, T, D]`` or ``[B, D]``; ``mask``: ``[B, T]`` of valid tokens.
     """
-    b = h_b.float()
-    m = h_m.to(b.device).float()
-    if b.dim() == 2:
-        b, m = b.unsqueeze(1), m.unsqueeze(1)
-    elif b.dim() > 3:
-        b, m = b.flatten(2), m.flatten(2)
-    if mask is None:
-        w = torch.ones(b.shape[:2], device=b.device)
+    h_b, h_m = _token_rows(h_b, h_m)
+    return _sums_from_products(row_products(h_b, h_m), mask)
+
+
+def layer_activation_sums(pairs: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor | None = None,
+                          ) -> torch.Tensor:
+    """:func:`activation_sums` of several same-shape layers at once, summed over rows: ``[L, 4]``.
+
+    Per-layer small operations cost more than the arithmetic, so layers are measured together:
+    the fused kernel reads each layer's outputs where they lie, the PyTorch formulas run on a stack.
+    """
+    if pairs[0][0].dim() != 3:
+        mask = None  # the mask marks tokens of [B, T, D] outputs; other shapes count every row
+    pairs = [_token_rows(b, m) for b, m in pairs]
+    if fused.enabled(pairs[0][0]):
+        products = torch.stack([row_products(b, m) for b, m in pairs])
     else:
-        w = mask.to(b.device).float()
-    # Fused reductions (no full-size temporaries except the difference, which SQNR needs exactly:
-    # |b|² + |m|² − 2 b·m would cancel catastrophically for nearly identical activations).
-    b2 = torch.linalg.vecdot(b, b)
-    m2 = torch.linalg.vecdot(m, m)
-    bm = torch.linalg.vecdot(b, m)
+        products = row_products(torch.stack([b for b, _ in pairs]), torch.stack([m for _, m in pairs]))
+    return _sums_from_products(products, mask).sum(1)
+
+
+def row_products(h_b: torch.Tensor, h_m: torch.Tensor) -> torch.Tensor:
+    """``[..., 4]`` float32 over the last dimension: (Σb², Σm², Σb·m, Σ(b−m)²).
+
+    The difference is summed directly, which SQNR needs: |b|² + |m|² − 2 b·m would cancel
+    catastrophically for nearly identical activations. On a GPU with Triton one fused kernel reads
+    each input once; otherwise float32 copies feed fused PyTorch reductions.
+    """
+    if fused.enabled(h_b, h_m):
+        shape = h_b.shape[:-1]
+        return fused.row_products(h_b.reshape(-1, h_b.shape[-1]), h_m.reshape(-1, h_m.shape[-1])).view(*shape, 4)
+    b, m = h_b.float(), h_m.float()
     diff = b - m
-    e2 = torch.linalg.vecdot(diff, diff)
-    cos = bm / (b2 * m2).sqrt().clamp_min(1e-12)
-    signal = (b2 * w).sum(-1)
-    error = (e2 * w).sum(-1)
-    cosine = (cos * w).sum(-1)
-    return torch.stack([signal, error, cosine, w.sum(-1)], dim=-1)
+    return torch.stack([torch.linalg.vecdot(b, b), torch.linalg.vecdot(m, m), torch.linalg.vecdot(b, m),
+                        torch.linalg.vecdot(diff, diff)], dim=-1)
 
 
 def sqnr_db(signal: float, error: float) -> float:

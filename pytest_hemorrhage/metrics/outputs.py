@@ -15,7 +15,9 @@ import math
 
 import torch
 
-__all__ = ["token_output_metrics", "kl_from_log_probs", "OUTPUT_METRICS"]
+from . import fused
+
+__all__ = ["token_output_metrics", "kl_from_log_probs", "top_ids", "logits_at", "OUTPUT_METRICS"]
 
 OUTPUT_METRICS = ("kl", "top1", "topk", "dnll", "dp2")
 
@@ -44,17 +46,24 @@ def token_output_metrics(
     targets: torch.Tensor,
     topk: int = 5,
     chunk_tokens: int | None = None,
+    rows: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-token metrics for ``N`` scored tokens.
 
     ``logits_b``/``logits_m``: ``[N, V]`` (any float dtype; computed in float32 chunks so
-    no full-size float32 copy of the logits is ever held). ``targets``: ``[N]`` real next tokens.
+    no full-size float32 copy of the logits is ever held), or ``[M, V]`` with ``rows``: ``[N]``
+    indices of the scored rows among them. ``targets``: ``[N]`` real next tokens.
     Returns 1-D float32 tensors of length ``N`` keyed by :data:`OUTPUT_METRICS`.
     ``chunk_tokens`` defaults to 1024 on the CPU and to about 2**28 / V on accelerators (large
-    chunks keep the kernel count low; each float32 temporary stays near 1 GiB).
+    chunks keep the kernel count low; each float32 temporary stays near 1 GiB). On a GPU with
+    Triton the fused kernel of :mod:`.fused` reads each logit once instead.
     """
     if logits_b.shape != logits_m.shape:
         raise ValueError(f"logit shapes differ: {tuple(logits_b.shape)} vs {tuple(logits_m.shape)}")
+    if fused.enabled(logits_b, logits_m):
+        return _fused_token_metrics(logits_b, logits_m, targets, topk, rows)
+    if rows is not None:
+        logits_b, logits_m = logits_b.index_select(0, rows), logits_m.index_select(0, rows.to(logits_m.device))
     n, vocab = logits_b.shape
     if chunk_tokens is None:
         chunk_tokens = 1024 if logits_b.device.type == "cpu" else max(256, 2**28 // max(vocab, 1))
@@ -77,3 +86,43 @@ def token_output_metrics(
         out["dnll"].append(yb - ym)
         out["dp2"].append((ym.exp() - yb.exp()).square())
     return {name: torch.cat(parts) if parts else torch.zeros(0) for name, parts in out.items()}
+
+
+def top_ids(logits: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``[N, k]`` of the ``k`` largest logits of the selected rows of ``logits`` ``[M, V]``.
+
+    Top-k of the logits equals top-k of the log-probabilities. When most rows are selected, the
+    selection is applied to the small result rather than copying the logits first.
+    """
+    if rows.numel() * 10 >= logits.shape[0] * 9:
+        return logits.topk(k, dim=-1).indices.index_select(0, rows)
+    return logits.index_select(0, rows).topk(k, dim=-1).indices
+
+
+def logits_at(logits: torch.Tensor, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``logits[rows[i], ids[i, j]]`` as float32 ``[N, K]``, without copying whole rows."""
+    return logits[rows.unsqueeze(-1), ids.long()].float()
+
+
+def _fused_token_metrics(logits_b: torch.Tensor, logits_m: torch.Tensor, targets: torch.Tensor, topk: int,
+                         rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    logits_m = logits_m.to(logits_b.device)
+    if rows is None:
+        rows = torch.arange(logits_b.shape[0], device=logits_b.device)
+    k = max(1, min(topk, logits_b.shape[-1]))
+    in_kernel = k <= fused.MAX_FUSED_TOPK
+    stats = fused.logit_stats(logits_m, rows, logits_b, topk=k if in_kernel else 0)
+    if in_kernel:
+        tb, tm = stats["top_b"], stats["top_m"]
+    else:
+        tb, tm = top_ids(logits_b, rows, k), top_ids(logits_m, rows, k)
+    y = targets.to(logits_b.device).unsqueeze(-1)
+    yb = logits_at(logits_b, rows, y).squeeze(-1) - stats["lse_b"]
+    ym = logits_at(logits_m, rows, y).squeeze(-1) - stats["lse_m"]
+    return {
+        "kl": stats["kl"],
+        "top1": (tb[:, 0] == tm[:, 0]).float(),
+        "topk": (tb.unsqueeze(-1) == tm.unsqueeze(-2)).any(-1).float().mean(-1),
+        "dnll": yb - ym,
+        "dp2": (ym.exp() - yb.exp()).square(),
+    }

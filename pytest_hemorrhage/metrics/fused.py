@@ -1,0 +1,290 @@
+"""Fused Triton kernels for the memory-bound parts of a comparison on a GPU.
+
+Each kernel reads its inputs once, in their own dtype, and keeps float32 accumulators in
+registers, so no float32 copy of a logit or hidden-state tensor is ever written:
+
+* :func:`logit_stats`: per scored row, the log-normaliser and top-k token ids of the candidate's
+  logits and, given the baseline's, its log-normaliser, top-k ids and KL(p_b || p_m), in one
+  online pass over both rows (the streaming log-sum-exp of FlashAttention, with a running sum of
+  p_b·(z_b − z_m); top-k from per-lane maxima and runners-up, re-reading the rare row where the
+  maxima alone are not exact).
+* :func:`row_products`: per hidden-state row, (Σb², Σm², Σb·m, Σ(b−m)²).
+* :func:`sketch_rows`: the snapshot's signed random projection and norm of hidden-state rows,
+  with the ±1 signs hashed inside the kernel instead of being built as a tensor.
+
+They run when Triton is importable and the tensors are on a CUDA device (or under
+``TRITON_INTERPRET=1``, which runs them on the CPU for tests); ``HEMORRHAGE_FUSED=0`` turns them
+off. Otherwise the callers use their plain PyTorch formulas, which define the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["enabled", "logit_stats", "row_products", "sketch_rows"]
+
+try:  # pragma: no cover - depends on the installation
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover
+    triton = None
+    tl = None
+
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def enabled(*tensors: torch.Tensor) -> bool:
+    """Whether the fused kernels serve these tensors."""
+    if triton is None or os.environ.get("HEMORRHAGE_FUSED", "1") == "0":
+        return False
+    return all(t.is_cuda or (_interpreting() and t.device.type == "cpu") for t in tensors)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _online(mx, s, z):
+        """One step of a streaming log-sum-exp per lane: returns (new max, new sum, scale of old sums, e^(z−max))."""
+        new = tl.maximum(mx, z)
+        safe = tl.where(new == float("-inf"), 0.0, new)  # a lane with no finite value yet stays at 0
+        alpha = tl.exp(mx - safe)
+        e = tl.exp(z - safe)
+        return new, s * alpha + e, alpha, e
+
+    @triton.jit
+    def _finish(mx, s):
+        """Combine the lanes: (max, sum of e^(z−max), per-lane scale)."""
+        top = tl.max(mx, axis=0)
+        safe = tl.where(top == float("-inf"), 0.0, top)
+        scale = tl.exp(mx - safe)
+        return safe, tl.sum(s * scale, axis=0), scale
+
+    @triton.jit
+    def _order_keys(values, index):
+        """int64 keys that sort like (value descending, then index ascending)."""
+        bits = values.to(tl.int32, bitcast=True)
+        ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # float order as signed-int order
+        return (ordered.to(tl.int64) << 32) | (0x7FFFFFFF - index).to(tl.int64)
+
+    @triton.jit
+    def _track(best, at, second, second_at, z, offs):
+        """Per lane: the largest and the second-largest value, each with its index (the first on ties)."""
+        up = z > best
+        runner = z > second
+        second = tl.where(up, best, tl.where(runner, z, second))
+        second_at = tl.where(up, at, tl.where(runner, offs, second_at))
+        return tl.where(up, z, best), tl.where(up, offs, at), second, second_at
+
+    @triton.jit
+    def _store_top(row_ptr, best, at, second, second_at, V, out_ptr, k, KP: tl.constexpr, BLOCK: tl.constexpr):
+        """Store the ids of the row's k largest values, from the per-lane maxima when that is exact.
+
+        Values are ordered by (value, then the lower id). The k largest lane maxima are the row's
+        top k unless a lane's second value outranks the k-th of them, which happens when two of
+        the top k share a lane (about k²/(2·BLOCK) of rows); then the row is read again.
+        """
+        lowest = -9223372036854775808
+        top = tl.topk(tl.where(at < V, _order_keys(best, at), lowest), KP)
+        j = tl.arange(0, KP)
+        kth = tl.sum(tl.where(j == k - 1, top, 0), axis=0)
+        runner_up = tl.max(tl.where(second_at < V, _order_keys(second, second_at), lowest), axis=0)
+        if (runner_up > kth) | (kth == lowest):
+            top = tl.full([KP], lowest, tl.int64)
+            for start in range(0, V, BLOCK):
+                offs = start + tl.arange(0, BLOCK)
+                z = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+                chunk = tl.topk(tl.where(offs < V, _order_keys(z, offs), lowest), KP)
+                top = tl.topk(tl.reshape(tl.join(top, chunk), [2 * KP]), KP)
+        tl.store(out_ptr + tl.program_id(0).to(tl.int64) * k + j, 0x7FFFFFFF - (top & 0xFFFFFFFF), mask=j < k)
+
+    @triton.jit
+    def _logit_stats_kernel(zm_ptr, zb_ptr, rows_ptr, lse_m_ptr, lse_b_ptr, kl_ptr, top_m_ptr, top_b_ptr,
+                            stride_m, stride_b, V, k, PAIR: tl.constexpr, KP: tl.constexpr, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        row = tl.load(rows_ptr + pid).to(tl.int64)
+        zm_row = zm_ptr + row * stride_m
+        zb_row = zb_ptr + row * stride_b
+        lanes = tl.arange(0, BLOCK)
+        neg = tl.full([BLOCK], float("-inf"), tl.float32)
+        zero = tl.zeros([BLOCK], tl.float32)
+        nowhere = tl.full([BLOCK], 2147483647, tl.int32)
+        mx_m, s_m, mx_b, s_b, t_b = neg, zero, neg, zero, zero
+        best_m, at_m, second_m, second_at_m = neg, nowhere, neg, nowhere
+        best_b, at_b, second_b, second_at_b = neg, nowhere, neg, nowhere
+        for start in range(0, V, BLOCK):
+            offs = start + lanes
+            valid = offs < V
+            zm = tl.load(zm_row + offs, mask=valid, other=float("-inf")).to(tl.float32)
+            mx_m, s_m, _, _ = _online(mx_m, s_m, zm)
+            if KP > 0:
+                best_m, at_m, second_m, second_at_m = _track(best_m, at_m, second_m, second_at_m, zm, offs)
+            if PAIR:
+                zb = tl.load(zb_row + offs, mask=valid, other=float("-inf")).to(tl.float32)
+                mx_b, s_b, alpha, e = _online(mx_b, s_b, zb)
+                # p_b = 0 contributes 0 even where z_m = -inf; p_b > 0 against z_m = -inf gives +inf.
+                term = tl.where(e > 0, e * (zb - zm), 0.0)
+                t_b = tl.where(alpha > 0, t_b * alpha, 0.0) + term
+                if KP > 0:
+                    best_b, at_b, second_b, second_at_b = _track(best_b, at_b, second_b, second_at_b, zb, offs)
+        top_m, sum_m, _ = _finish(mx_m, s_m)
+        lse_m = top_m + tl.log(sum_m)
+        tl.store(lse_m_ptr + pid, lse_m)
+        if KP > 0:
+            _store_top(zm_row, best_m, at_m, second_m, second_at_m, V, top_m_ptr, k, KP, BLOCK)
+        if PAIR:
+            top_b, sum_b, scale = _finish(mx_b, s_b)
+            cross = tl.sum(tl.where(scale > 0, t_b * scale, 0.0), axis=0)
+            lse_b = top_b + tl.log(sum_b)
+            tl.store(lse_b_ptr + pid, lse_b)
+            # sum p_b (log p_b - log p_m) = sum p_b (z_b - z_m) - lse_b + lse_m
+            tl.store(kl_ptr + pid, tl.maximum(cross / sum_b - lse_b + lse_m, 0.0))
+            if KP > 0:
+                _store_top(zb_row, best_b, at_b, second_b, second_at_b, V, top_b_ptr, k, KP, BLOCK)
+
+    @triton.jit
+    def _row_products_kernel(b_ptr, m_ptr, out_ptr, n, D, stride_b, stride_m, ROWS: tl.constexpr,
+                             BLOCK: tl.constexpr):
+        r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        live = r < n
+        r = r.to(tl.int64)
+        bb = tl.zeros([ROWS, BLOCK], tl.float32)
+        mm = tl.zeros([ROWS, BLOCK], tl.float32)
+        bm = tl.zeros([ROWS, BLOCK], tl.float32)
+        ee = tl.zeros([ROWS, BLOCK], tl.float32)
+        for start in range(0, D, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            where = live[:, None] & (offs[None, :] < D)
+            b = tl.load(b_ptr + r[:, None] * stride_b + offs[None, :], mask=where, other=0.0).to(tl.float32)
+            m = tl.load(m_ptr + r[:, None] * stride_m + offs[None, :], mask=where, other=0.0).to(tl.float32)
+            d = b - m
+            bb += b * b
+            mm += m * m
+            bm += b * m
+            ee += d * d
+        out = out_ptr + r * 4
+        tl.store(out, tl.sum(bb, axis=1), mask=live)
+        tl.store(out + 1, tl.sum(mm, axis=1), mask=live)
+        tl.store(out + 2, tl.sum(bm, axis=1), mask=live)
+        tl.store(out + 3, tl.sum(ee, axis=1), mask=live)
+
+    @triton.jit
+    def _mix31(x):
+        x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & 0x7FFFFFFF
+        x = ((x ^ (x >> 12)) * 0x297A2D39) & 0x7FFFFFFF
+        return x ^ (x >> 15)
+
+    @triton.jit
+    def _sketch_kernel(h_ptr, rows_ptr, keys_ptr, proj_ptr, y_ptr, norm_ptr, n, D, d, stride_layer, stride_row,
+                       IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+        pid = tl.program_id(0)
+        layer = tl.program_id(1).to(tl.int64)
+        i = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+        live = i < n
+        rows = tl.load(rows_ptr + i, mask=live, other=0).to(tl.int64)
+        keys = tl.load(keys_ptr + i, mask=live, other=0).to(tl.int64)
+        cols_n = tl.arange(0, BLOCK_N)
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        sq = tl.zeros([BLOCK_M], tl.float32)
+        base = h_ptr + layer * stride_layer + rows[:, None] * stride_row
+        for start in range(0, D, BLOCK_K):
+            k = start + tl.arange(0, BLOCK_K)
+            kvalid = k < D
+            hf = tl.load(base + k[None, :], mask=live[:, None] & kvalid[None, :], other=0.0).to(tl.float32)
+            sq += tl.sum(hf * hf, axis=1)
+            colhash = (k.to(tl.int64) * 0x5BD1E995) & 0x7FFFFFFF
+            bits = (_mix31(keys[:, None] ^ colhash[None, :]) >> 16) & 1
+            p = tl.load(proj_ptr + cols_n[None, :] * D + k[:, None], mask=kvalid[:, None] & (cols_n[None, :] < d),
+                        other=0.0)
+            signed = tl.where(bits == 1, -hf, hf)
+            if IEEE:
+                acc += tl.dot(signed, p, input_precision="ieee")
+            else:
+                # bf16 and fp16 values (and ±1) are exact in tf32, so the tensor cores' products are
+                # exact here; the sums stay in float32.
+                acc += tl.dot(signed, p, input_precision="tf32")
+        out = layer * n + i
+        tl.store(y_ptr + out[:, None] * d + cols_n[None, :], acc, mask=live[:, None] & (cols_n[None, :] < d))
+        tl.store(norm_ptr + out, tl.sqrt(sq), mask=live)
+
+
+def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+# Above this k the per-lane shortcut is rarely exact; PyTorch's top-k is used instead.
+MAX_FUSED_TOPK = 16
+DEFAULT_BLOCK, DEFAULT_WARPS = 1024, 4
+
+
+def logit_stats(logits_m: torch.Tensor, rows: torch.Tensor, logits_b: torch.Tensor | None = None,
+                topk: int = 0, block: int | None = None, num_warps: int | None = None) -> dict[str, torch.Tensor]:
+    """Per selected row, in one pass over the logits: log-sum-exps, KL and top-k token ids.
+
+    ``logits_*``: ``[M, V]`` (rows of a flattened ``[B, T, V]`` view, any float dtype);
+    ``rows``: ``[N]`` indices of the rows to score. Returns ``lse_m`` and, given ``logits_b``,
+    ``lse_b`` and ``kl`` = KL(softmax b || softmax m), all float32 ``[N]``; with ``topk`` > 0
+    (at most :data:`MAX_FUSED_TOPK`) also ``top_m`` (and ``top_b``): int64 ``[N, topk]`` ids of the
+    largest logits, largest first, the lower id first on ties. ``block`` (lanes per program) and
+    ``num_warps`` default to what measured fastest on an H200 (see benchmarks/gpu.py).
+    """
+    if topk > MAX_FUSED_TOPK:
+        raise ValueError(f"topk: at most {MAX_FUSED_TOPK} in the fused kernel, got {topk}")
+    zm = _last_dim_contiguous(logits_m)
+    pair = logits_b is not None
+    zb = _last_dim_contiguous(logits_b) if pair else zm
+    n, vocab = rows.numel(), zm.shape[-1]
+    k = min(topk, vocab)
+    out = {"lse_m": torch.empty(n, dtype=torch.float32, device=zm.device)}
+    if pair:
+        out["lse_b"], out["kl"] = torch.empty_like(out["lse_m"]), torch.empty_like(out["lse_m"])
+    if k:
+        out["top_m"] = torch.empty(n, k, dtype=torch.int64, device=zm.device)
+        if pair:
+            out["top_b"] = torch.empty_like(out["top_m"])
+    if n:
+        spare = out["lse_m"]  # pointer arguments the kernel does not touch in this configuration
+        _logit_stats_kernel[(n,)](
+            zm, zb, rows, out["lse_m"], out.get("lse_b", spare), out.get("kl", spare),
+            out.get("top_m", spare), out.get("top_b", spare), zm.stride(0), zb.stride(0), vocab, k,
+            PAIR=pair, KP=max(2, triton.next_power_of_2(k)) if k else 0,
+            BLOCK=min(block or DEFAULT_BLOCK, triton.next_power_of_2(vocab)), num_warps=num_warps or DEFAULT_WARPS)
+    return out
+
+
+def row_products(b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``[N, 4]`` float32 per row of ``[N, D]`` inputs: (Σb², Σm², Σb·m, Σ(b−m)²)."""
+    b, m = _last_dim_contiguous(b), _last_dim_contiguous(m)
+    n, dim = b.shape
+    out = torch.empty(n, 4, dtype=torch.float32, device=b.device)
+    if n:
+        rows = 4
+        _row_products_kernel[(triton.cdiv(n, rows),)](b, m, out, n, dim, b.stride(0), m.stride(0), ROWS=rows,
+                                                      BLOCK=min(512, triton.next_power_of_2(dim)), num_warps=4)
+    return out
+
+
+def sketch_rows(h: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor,
+                proj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sketches ``[L, N, d]`` (unscaled: divide by sqrt(d)) and norms ``[L, N]`` of rows of ``h``.
+
+    ``h``: ``[L, M, D]`` hidden states (``M`` rows per layer); ``rows``: ``[N]`` rows to sketch;
+    ``keys``: ``[N]`` sign keys (``snapshot.sign_keys``); ``proj``: the ``[d, D]`` ±1 projection.
+    """
+    h = _last_dim_contiguous(h)
+    layers, _, dim = h.shape
+    n, d = rows.numel(), proj.shape[0]
+    y = torch.empty(layers, n, d, dtype=torch.float32, device=h.device)
+    norms = torch.empty(layers, n, dtype=torch.float32, device=h.device)
+    if n and layers:
+        ieee = h.dtype not in (torch.bfloat16, torch.float16)
+        p = proj.to(torch.float32).contiguous()
+        block_n = max(16, triton.next_power_of_2(d))
+        grid = (triton.cdiv(n, 64), layers)
+        _sketch_kernel[grid](h, rows, keys, p, y, norms, n, dim, d, h.stride(0), h.stride(1),
+                             IEEE=ieee, BLOCK_M=64, BLOCK_K=64, BLOCK_N=block_n, num_warps=4)
+    return y, norms
