@@ -88,14 +88,19 @@ class ModelAdapter:
     model: nn.Module
     layers: list[tuple[str, nn.Module]] = field(default_factory=list)
     kind: str = "auto"  # "lm", "classifier" or "tensor", settled on the first batch
+    _device: torch.device | None = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
-        # Offloaded (meta) weights are loaded on demand by accelerate: the first real one says where inputs go.
-        for t in list(self.model.parameters()) + list(self.model.buffers()):
-            if t.device.type != "meta":
-                return t.device
-        return torch.device("cpu")
+        """Where inputs go; found once (walking a large model's parameters every batch costs host time)."""
+        if self._device is None:
+            # Offloaded (meta) weights are loaded on demand by accelerate: the first real one says where.
+            self._device = torch.device("cpu")
+            for t in list(self.model.parameters()) + list(self.model.buffers()):
+                if t.device.type != "meta":
+                    self._device = t.device
+                    break
+        return self._device
 
     @property
     def is_hf(self) -> bool:

@@ -12,6 +12,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+import numpy as np
+
 from .errors import InvalidArgument
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -178,7 +180,7 @@ class Probes:
         if self.token_ids is not None:
             for ids in self.token_ids:
                 h.update(len(ids).to_bytes(4, "little"))
-                h.update(b"".join(int(t).to_bytes(4, "little", signed=True) for t in ids))
+                h.update(np.asarray(ids, dtype="<i4").tobytes())
         else:
             t = self.tensors.detach().cpu().contiguous()
             h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
