@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 import time
 from contextlib import contextmanager
@@ -47,6 +48,25 @@ def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
     return min(times)
 
 
+def paired_ratio(check: Callable[[], object], reference: Callable[[], object], repeats: int = 5,
+                 sync: Callable[[], object] = lambda: None) -> dict:
+    """Median, lowest and highest of ``repeats`` ratios time(check) / time(reference), the two timed
+    alternately after a warm-up of each: pairing cancels the slow drifts of a shared machine that
+    separately taken best-of-N times fold into the ratio. ``sync`` waits for queued device work."""
+    check(), reference()
+    ratios = []
+    for _ in range(repeats):
+        times = []
+        for fn in (reference, check):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - start)
+        ratios.append(times[1] / times[0])
+    return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
+
+
 def plain_forward(model: torch.nn.Module, probes, batch_size: int = 8) -> None:
     """What a comparison can never beat: the model's own forward pass over the probes."""
     with torch.inference_mode():
@@ -56,7 +76,6 @@ def plain_forward(model: torch.nn.Module, probes, batch_size: int = 8) -> None:
 
 def default_model_and_probes(n: int, max_length: int = 128):
     from pytest_hemorrhage.models import default_model
-    from pytest_hemorrhage.probes import Probes
 
     model, tokenizer = default_model()
     return model, tokenizer, repeated_builtin(tokenizer, n, max_length)

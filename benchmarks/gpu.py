@@ -21,6 +21,8 @@ import torch
 
 from pytest_hemorrhage.metrics import fused
 
+from . import common
+
 
 def llama_1b(seed: int = 0, layers: int = 22) -> torch.nn.Module:
     """TinyLlama-1.1B's shape (hidden 2048, 22 blocks, GQA 32/4 heads, vocab 32000), random bf16 weights."""
@@ -66,23 +68,8 @@ def plain_forward(model, probes, batch_size: int) -> None:
 
 
 def paired_ratio(check, reference, repeats: int) -> dict:
-    """Time ``check`` and ``reference`` alternately ``repeats`` times (after a warm-up of each) and
-    report the median, lowest and highest of the per-pair ratios: pairing cancels slow drifts of
-    the shared machine that separate best-of-N timings would fold into the ratio."""
-    import statistics
-
-    check(), reference()
-    ratios = []
-    for _ in range(repeats):
-        times = []
-        for fn in (reference, check):
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        ratios.append(times[1] / times[0])
-    return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
+    """:func:`benchmarks.common.paired_ratio` with the GPU synchronised around every timed call."""
+    return common.paired_ratio(check, reference, repeats, sync=torch.cuda.synchronize)
 
 
 def event_ms(fn, repeats: int = 10) -> float:

@@ -110,3 +110,26 @@ def test_ever_past_matches_a_loop_over_looks():
     for side, hits in by_loop.items():
         assert ever_past(data, 0.0, 4, 12, radius, side) == pytest.approx(hits / 200)
     assert by_loop["fail"] > 0
+
+
+def test_paired_ratio_times_check_and_reference_alternately(monkeypatch):
+    from benchmarks import common
+
+    clock = [0.0]
+    calls = []
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+
+    def advance(name, seconds):
+        def fn():
+            calls.append(name)
+            clock[0] += seconds[len([c for c in calls if c == name]) - 1]
+        return fn
+
+    # warm-up, then pairs whose ratios are 3, 2, 4, 2.5, 5 (median 3)
+    reference = advance("reference", [9.0, 1.0, 2.0, 1.0, 2.0, 1.0])
+    check = advance("check", [9.0, 3.0, 4.0, 4.0, 5.0, 5.0])
+    syncs = []
+    got = common.paired_ratio(check, reference, repeats=5, sync=lambda: syncs.append(1))
+    assert got == {"median": 3.0, "low": 2.0, "high": 5.0}
+    assert calls == ["check", "reference"] + ["reference", "check"] * 5
+    assert len(syncs) == 20  # before and after every timed call
