@@ -5,7 +5,9 @@ Ratios are against plain forward passes of the same models on the same probes, i
 with ``torch.cuda.synchronize()`` around every timed call; check and plain passes are timed
 alternately and the median, lowest and highest per-pair ratio are reported. ``--profile`` also reports the GPU time
 each kernel adds to the plain forward passes, and CPU against GPU time; ``--cprofile`` prints
-where the host's Python time goes; ``--parts`` times one batch's forward pass and each metric
+where the host's Python time goes; ``--timeline`` (and ``--trace-dir DIR`` to keep the traces)
+says where the GPU sits idle and which host frame kept it waiting (:mod:`benchmarks.timeline`);
+``--quick`` stops after the fused-kernel ratios (and the timeline); ``--parts`` times one batch's forward pass and each metric
 kernel. With Triton present, the checks are also timed with the fused kernels turned off
 (``HEMORRHAGE_FUSED=0``), in the same process.
 """
@@ -159,6 +161,8 @@ def part_times(base, cand, probes, batch_size: int) -> dict:
             "topk_both": event_ms(lambda: (zb.topk(5, dim=-1), zm.topk(5, dim=-1))),
             "row_products_all_layers": event_ms(lambda: [row_products(h, h) for h in layers]),
             "sketch_all_layers": event_ms(lambda: fused.sketch_rows(stacked, rows, keys[: rows.numel()], proj)),
+            "sketch_per_layer_tensors": event_ms(
+                lambda: fused.sketch_rows([h.flatten(0, 1) for h in layers], rows, keys[: rows.numel()], proj)),
         }
         for block, warps in ((2048, 8), (1024, 8), (1024, 4), (512, 4)):
             out[f"logit_stats_top5_block{block}_warps{warps}"] = event_ms(
@@ -174,8 +178,20 @@ def part_times(base, cand, probes, batch_size: int) -> dict:
     return out
 
 
+def timelines(fns: dict, out_dir: str | None = None) -> dict:
+    """:func:`benchmarks.timeline.analyse_trace` of one call of each function; traces saved to ``out_dir``."""
+    from .timeline import analyse_trace, profile_trace
+
+    result = {}
+    for name, fn in fns.items():
+        path = os.path.join(out_dir, f"{name}.json.gz") if out_dir else None
+        result[name] = analyse_trace(profile_trace(fn, path))
+    return result
+
+
 def run(n_probes: int = 64, max_length: int = 512, batch_size: int = 8, repeats: int = 3,
-        profile: bool = False, parts: bool = False, cprofile: bool = False) -> dict:
+        profile: bool = False, parts: bool = False, cprofile: bool = False, timeline: bool = False,
+        quick: bool = False, trace_dir: str | None = None) -> dict:
     import pytest_hemorrhage as ph
     from pytest_hemorrhage.modify import quantize
 
@@ -207,6 +223,13 @@ def run(n_probes: int = 64, max_length: int = 512, batch_size: int = 8, repeats:
     }
     for name, (check, reference) in checks.items():
         result[f"ratio_{name}"] = paired_ratio(check, reference, repeats)
+    if timeline:
+        result["timeline"] = timelines({
+            "compare": checks["compare_over_two_forward"][0], "two_forward": two_forward,
+            "snapshot_compare": checks["snapshot_compare_over_one_forward"][0], "one_forward": one_forward,
+        }, trace_dir)
+    if quick:
+        return result
     if fused.enabled(torch.zeros(1, device="cuda")):  # the same checks with the plain PyTorch formulas
         os.environ["HEMORRHAGE_FUSED"] = "0"
         try:
@@ -239,7 +262,10 @@ def run(n_probes: int = 64, max_length: int = 512, batch_size: int = 8, repeats:
 
 def main(argv: list[str]) -> int:
     repeats = int(argv[argv.index("--repeats") + 1]) if "--repeats" in argv else 3
-    result = run(repeats=repeats, profile="--profile" in argv, parts="--parts" in argv, cprofile="--cprofile" in argv)
+    trace_dir = argv[argv.index("--trace-dir") + 1] if "--trace-dir" in argv else None
+    result = run(repeats=repeats, profile="--profile" in argv, parts="--parts" in argv, cprofile="--cprofile" in argv,
+                 timeline="--timeline" in argv or trace_dir is not None, quick="--quick" in argv,
+                 trace_dir=trace_dir)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -133,3 +133,46 @@ def test_paired_ratio_times_check_and_reference_alternately(monkeypatch):
     assert got == {"median": 3.0, "low": 2.0, "high": 5.0}
     assert calls == ["check", "reference"] + ["reference", "check"] * 5
     assert len(syncs) == 20  # before and after every timed call
+
+
+def _x(cat, name, ts, dur, tid=1, **args):
+    return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "tid": tid, "args": args}
+
+
+def test_trace_analysis_names_the_frame_that_kept_the_gpu_waiting():
+    from benchmarks.timeline import analyse_trace
+
+    trace = {"traceEvents": [
+        _x("python_function", "pytest_hemorrhage/comparison.py(215): _run_live_batch", 0, 1000),
+        _x("python_function", "transformers/modeling_llama.py(354): forward", 10, 300),
+        _x("cuda_runtime", "cudaLaunchKernel", 20, 5, correlation=1),
+        _x("cuda_runtime", "cudaLaunchKernel", 30, 5, correlation=2),
+        _x("python_function", "pytest_hemorrhage/stats.py(38): add", 400, 200),
+        _x("python_function", "torch/functional.py(1): helper", 410, 100),
+        _x("cuda_runtime", "cudaStreamSynchronize", 420, 80),
+        _x("cuda_runtime", "cudaLaunchKernel", 520, 5, correlation=3),
+        _x("kernel", "gemm", 100, 100, tid=7, correlation=1),
+        _x("kernel", "gemm", 150, 100, tid=7, correlation=2),  # overlaps the first: one busy run
+        _x("kernel", "index_add", 550, 50, tid=7, correlation=3),
+        _x("cuda_runtime", "cudaLaunchKernel", 40, 5),  # untraced kernel launch: never a sync
+    ]}
+    got = analyse_trace(trace, min_gap_us=10, blocking_us=50)
+    assert got["gpu_events"] == 3
+    assert got["window_ms"] == pytest.approx(0.5)  # 100 .. 600 us
+    assert got["host_before_first_kernel_ms"] == pytest.approx(0.1)  # the outer frame starts at 0
+    assert got["host_after_last_kernel_ms"] == pytest.approx(0.4)  # ... and ends at 1000
+    assert got["busy_ms"] == pytest.approx(0.2)  # 100..250 and 550..600
+    assert got["idle_ms"] == pytest.approx(0.3)
+    # The gap before index_add ends with a launch made inside stats.add (torch's helper frame had returned).
+    assert got["idle_ms_by_site"] == {"pytest_hemorrhage/stats.py(38): add": pytest.approx(0.3)}
+    # The sync is attributed to the innermost project frame, skipping torch's own helper.
+    assert got["blocking_calls_by_site"] == {
+        "cudaStreamSynchronize at pytest_hemorrhage/stats.py(38): add": {"count": 1, "ms": pytest.approx(0.08)}}
+
+
+def test_trace_analysis_of_a_trace_without_gpu_work():
+    from benchmarks.timeline import analyse_trace, site_of
+
+    assert analyse_trace({"traceEvents": [_x("cpu_op", "aten::mm", 0, 10)]}) == {"gpu_events": 0}
+    assert site_of([]) == "(no Python frame)"
+    assert site_of(["torch/a.py(1): f", "torch/b.py(2): g"]) == "torch/b.py(2): g"
