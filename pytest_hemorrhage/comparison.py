@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-from .capture import ModelAdapter, adapt, capture_layers, eager_attention, host_to
+from .capture import ModelAdapter, adapt, capture_layers, eager_attention, host_to, module_tensors, parameter_count
 from .errors import HemorrhageDetected, HemorrhageError, InvalidArgument
 from .metrics.activations import activation_sums, layer_activation_sums, relative_error, sqnr_db
 from .metrics.attention import attention_sums
@@ -44,14 +44,6 @@ def _resolve_thresholds(thresholds: Thresholds | Mapping[str, Any] | None, overr
     return base.merged(overrides, source="keyword arguments") if overrides else base
 
 
-def _storages(model: nn.Module) -> set[int]:
-    out = set()
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.device.type != "meta" and t.numel() > 0:
-            out.add(t.untyped_storage().data_ptr())
-    return out
-
-
 def check_pair(baseline: nn.Module, candidate: nn.Module) -> None:
     """Reject pairs that cannot give a meaningful comparison (same object, shared storage, meta)."""
     if candidate is baseline:
@@ -59,14 +51,19 @@ def check_pair(baseline: nn.Module, candidate: nn.Module) -> None:
             "candidate is baseline: the same model object was passed twice, so the comparison "
             "would be empty. Modify a copy (copy.deepcopy(baseline)) and pass that as the candidate."
         )
+    storages = []
     for role, model in (("baseline", baseline), ("candidate", candidate)):
-        meta = [n for n, p in model.named_parameters() if p.device.type == "meta" and not _offloaded(model, n)]
-        if meta:
-            raise HemorrhageError(
-                f"{role}: parameter {meta[0]} is on the meta device (no data); load real weights "
-                "(e.g. from_pretrained without device_map='meta', or model.to_empty() then load a state dict)"
-            )
-    shared = _storages(baseline) & _storages(candidate)
+        params, buffers = module_tensors(model)
+        tensors = params + buffers
+        if any(t.device.type == "meta" for t in tensors):
+            meta = [n for n, p in model.named_parameters() if p.device.type == "meta" and not _offloaded(model, n)]
+            if meta:
+                raise HemorrhageError(
+                    f"{role}: parameter {meta[0]} is on the meta device (no data); load real weights "
+                    "(e.g. from_pretrained without device_map='meta', or model.to_empty() then load a state dict)"
+                )
+        storages.append({t.untyped_storage().data_ptr() for t in tensors if t.device.type != "meta" and t.numel() > 0})
+    shared = storages[0] & storages[1]
     if shared:
         names = [n for n, p in candidate.named_parameters() if p.untyped_storage().data_ptr() in shared]
         raise HemorrhageError(
@@ -107,13 +104,17 @@ def _eval_mode(models: dict[str, nn.Module]) -> Iterator[None]:
                 UserWarning,
                 stacklevel=4,
             )
+    # A submodule may train while its parent does not; eval()/train() walk and set every module, so
+    # they run only when some module is in train mode (a large model's walk costs host time).
+    switched = [m for m in models.values() if any(sub.training for sub in m.modules())]
     try:
-        for m in models.values():
+        for m in switched:
             m.eval()
         yield
     finally:
         for role, m in models.items():
-            m.train(training[role])
+            if m in switched:
+                m.train(training[role])
 
 
 @contextlib.contextmanager
@@ -276,7 +277,7 @@ class _Run:
         for name, h in cand_out.items():
             groups.setdefault((tuple(h.shape), h.device), []).append(name)
         for names in groups.values():  # all blocks of a batch at once, as for a live baseline
-            sums = self.snapshot.layer_sums(names, batch, torch.stack([cand_out[n] for n in names]))
+            sums = self.snapshot.layer_sums(names, batch, [cand_out[n] for n in names])
             index = host_to(torch.tensor([self.layer_index[n] for n in names]), self.device)
             commits.append(lambda index=index, sums=sums.to(self.device): self.layer_sums.index_add_(0, index, sums))
         cand_out.clear()
@@ -796,8 +797,8 @@ def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Modul
     identity = {
         "baseline": f"snapshot {snapshot.path or '(in memory)'}" if snapshot else type(baseline).__name__,
         "candidate": type(candidate).__name__,
-        "baseline_parameters": None if snapshot else sum(p.numel() for p in baseline.parameters()),
-        "candidate_parameters": sum(p.numel() for p in candidate.parameters()),
+        "baseline_parameters": None if snapshot else parameter_count(baseline),
+        "candidate_parameters": parameter_count(candidate),
         "probes": probes.name,
         "probes_sha256": probes.fingerprint(),
         "n_probes": len(probes),
