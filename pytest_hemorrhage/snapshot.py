@@ -22,7 +22,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -295,36 +295,39 @@ class Snapshot:
             if layers is None:
                 return {k: v.index_select(0, index) for k, v in cached.items()}
             lay = host_to(layers, device)
-            return {k: v.index_select(0, lay).index_select(1, index) for k, v in cached.items()}
+            # Tokens first: selecting the layers first would copy every recorded token of them per batch.
+            return {k: v.index_select(1, index).index_select(0, lay) for k, v in cached.items()}
         if layers is None:
             return {k: host_to(self.tensors[k][store], device) for k in keys}
         return {k: host_to(self.tensors[k][layers][:, store], device) for k in keys}
 
-    def layer_sums(self, names: list[str], batch: Any, h_m: torch.Tensor) -> torch.Tensor:
-        """[L, 4] sums (signal, estimated error, estimated cosine sum, tokens) for stacked layers.
+    def layer_sums(self, names: list[str], batch: Any, hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+        """[L, 4] sums (signal, estimated error, estimated cosine sum, tokens) for the blocks ``names``.
 
-        ``h_m``: the candidate's outputs of the blocks ``names``, stacked as [L, B, T, D].
+        ``hidden``: the candidate's outputs of those blocks, one [B, T, D] tensor each (same shape).
         """
         index = torch.tensor([self.meta["layers"].index(n) for n in names])
         lengths = batch.attention_mask.sum(1).tolist()  # the host copy: no device sync
         store = self.token_rows(batch.units, lengths, "tokens")
-        width = h_m.shape[2]
-        flat = host_to(torch.cat([torch.arange(n) + r * width for r, n in enumerate(lengths)]), h_m.device)
-        hidden = h_m.shape[-1]
+        device = hidden[0].device
+        width = hidden[0].shape[1]
+        flat = host_to(torch.cat([torch.arange(n) + r * width for r, n in enumerate(lengths)]), device)
+        size = hidden[0].shape[-1]
         seed = int(self.meta["sketch"]["seed"])
         scheme = self.meta["sketch"].get("signs", "generator")
         dim = int(self.meta["sketch"]["dim"])
-        proj = _projection(seed, dim, hidden, h_m.device)
-        if scheme == "hash" and fused.enabled(h_m):
-            keys = sign_keys(seed, batch.units, lengths, h_m.device)
-            y_m, norm_m = fused.sketch_rows(h_m.flatten(1, 2), flat, keys, proj)
+        proj = _projection(seed, dim, size, device)
+        if scheme == "hash" and fused.enabled(hidden[0]):
+            keys = sign_keys(seed, batch.units, lengths, device)
+            # Each block's output is read where it lies: stacking them would copy every hidden state once more.
+            y_m, norm_m = fused.sketch_rows([h.flatten(0, 1) for h in hidden], flat, keys, proj)
             y_m = y_m / math.sqrt(dim)
         else:
-            h = h_m.flatten(1, 2).index_select(1, flat).float()  # [L, n, D]: right padding dropped
-            signs = torch.cat([_signs(seed, u, n, hidden, h.device, scheme) for u, n in zip(batch.units, lengths)])
+            h = torch.stack([t.flatten(0, 1).index_select(0, flat) for t in hidden]).float()  # [L, n, D], unpadded
+            signs = torch.cat([_signs(seed, u, n, size, h.device, scheme) for u, n in zip(batch.units, lengths)])
             y_m = sketch_tokens(h, signs, proj)
             norm_m = torch.linalg.vector_norm(h, dim=-1)
-        stored = self._rows_on(("norms", "sketches"), store, h_m.device, layers=index)
+        stored = self._rows_on(("norms", "sketches"), store, device, layers=index)
         norm_b = stored["norms"].float()
         y_b = stored["sketches"].float() * norm_b.unsqueeze(-1)
         diff = y_b - y_m

@@ -20,6 +20,7 @@ off. Otherwise the callers use their plain PyTorch formulas, which define the sa
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import torch
 
@@ -268,23 +269,30 @@ def row_products(b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def sketch_rows(h: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor,
+def sketch_rows(h: torch.Tensor | Sequence[torch.Tensor], rows: torch.Tensor, keys: torch.Tensor,
                 proj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sketches ``[L, N, d]`` (unscaled: divide by sqrt(d)) and norms ``[L, N]`` of rows of ``h``.
 
-    ``h``: ``[L, M, D]`` hidden states (``M`` rows per layer); ``rows``: ``[N]`` rows to sketch;
-    ``keys``: ``[N]`` sign keys (``snapshot.sign_keys``); ``proj``: the ``[d, D]`` ±1 projection.
+    ``h``: ``[L, M, D]`` hidden states (``M`` rows per layer), or a sequence of ``L`` ``[M, D]``
+    tensors, one per layer, each read where it lies (no stacked copy); ``rows``: ``[N]`` rows to
+    sketch; ``keys``: ``[N]`` sign keys (``snapshot.sign_keys``); ``proj``: the ``[d, D]`` ±1 projection.
     """
-    h = _last_dim_contiguous(h)
-    layers, _, dim = h.shape
+    parts = [h] if isinstance(h, torch.Tensor) else [t.unsqueeze(0) for t in h]
+    layers = sum(part.shape[0] for part in parts)
+    dim = parts[0].shape[-1] if parts else proj.shape[1]
     n, d = rows.numel(), proj.shape[0]
-    y = torch.empty(layers, n, d, dtype=torch.float32, device=h.device)
-    norms = torch.empty(layers, n, dtype=torch.float32, device=h.device)
+    device = parts[0].device if parts else proj.device
+    y = torch.empty(layers, n, d, dtype=torch.float32, device=device)
+    norms = torch.empty(layers, n, dtype=torch.float32, device=device)
     if n and layers:
-        ieee = h.dtype not in (torch.bfloat16, torch.float16)
         p = proj.to(torch.float32).contiguous()
         block_n = max(16, triton.next_power_of_2(d))
-        grid = (triton.cdiv(n, 64), layers)
-        _sketch_kernel[grid](h, rows, keys, p, y, norms, n, dim, d, h.stride(0), h.stride(1),
-                             IEEE=ieee, BLOCK_M=64, BLOCK_K=64, BLOCK_N=block_n, num_warps=4)
+        at = 0
+        for part in parts:
+            part = _last_dim_contiguous(part)
+            ieee = part.dtype not in (torch.bfloat16, torch.float16)
+            grid = (triton.cdiv(n, 64), part.shape[0])
+            _sketch_kernel[grid](part, rows, keys, p, y[at:], norms[at:], n, dim, d, part.stride(0), part.stride(1),
+                                 IEEE=ieee, BLOCK_M=64, BLOCK_K=64, BLOCK_N=block_n, num_warps=4)
+            at += part.shape[0]
     return y, norms

@@ -111,15 +111,20 @@ def test_row_products_match_float64_sums(interpreted, dtype):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("per_layer", [False, True], ids=["stacked", "per-layer"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_sketch_rows_match_the_snapshot_signs_and_projection(interpreted, dtype):
+def test_sketch_rows_match_the_snapshot_signs_and_projection(interpreted, dtype, per_layer):
     layers, batch, width, hidden, dim = 3, 2, 9, 200, 16
     h = torch.randn(layers, batch, width, hidden).to(dtype)
     units, lengths = [4, 11], [9, 6]  # the second probe is right-padded
     rows = torch.cat([torch.arange(n) + r * width for r, n in enumerate(lengths)])
     keys = sign_keys(7, units, lengths, torch.device("cpu"))
     proj = _projection(7, dim, hidden, torch.device("cpu"))
-    y, norms = (t.cpu() for t in interpreted.sketch_rows(*_on(h.flatten(1, 2), rows, keys, proj)))
+    flat, rows, keys, proj_on = _on(h.flatten(1, 2), rows, keys, proj)
+    # Per layer: separate tensors, as the blocks' outputs arrive, with no stacked copy made.
+    source = [flat[i].clone() for i in range(layers)] if per_layer else flat
+    y, norms = (t.cpu() for t in interpreted.sketch_rows(source, rows, keys, proj_on))
+    rows = rows.cpu()
     selected = h.flatten(1, 2)[:, rows].double()
     signs = torch.cat([_signs(7, u, n, hidden, torch.device("cpu")) for u, n in zip(units, lengths)]).double()
     expected = (selected * signs) @ proj.double().T
