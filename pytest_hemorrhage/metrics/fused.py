@@ -5,9 +5,9 @@ registers, so no float32 copy of a logit or hidden-state tensor is ever written:
 
 * :func:`logit_stats`: per scored row, the log-normaliser and top-k token ids of the candidate's
   logits and, given the baseline's, its log-normaliser, top-k ids and KL(p_b || p_m), in one
-  online pass over both rows (the streaming log-sum-exp of FlashAttention, with a running sum of
-  p_b·(z_b − z_m); top-k from per-lane maxima and runners-up, re-reading the rare row where the
-  maxima alone are not exact).
+  pass over both rows (sums of e^(z − shift) and of e^(z_b − shift)·(z_b − z_m), the shift being the
+  row's first-chunk maximum, summed again in the rare row whose maximum lies far above it; top-k
+  from per-lane maxima and runners-up, re-reading the rare row where the maxima alone are not exact).
 * :func:`row_products`: per hidden-state row, (Σb², Σm², Σb·m, Σ(b−m)²).
 * :func:`sketch_rows`: the snapshot's signed random projection and norm of hidden-state rows,
   with the ±1 signs hashed inside the kernel instead of being built as a tensor.
@@ -49,21 +49,29 @@ def enabled(*tensors: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _online(mx, s, z):
-        """One step of a streaming log-sum-exp per lane: returns (new max, new sum, scale of old sums, e^(z−max))."""
-        new = tl.maximum(mx, z)
-        safe = tl.where(new == float("-inf"), 0.0, new)  # a lane with no finite value yet stays at 0
-        alpha = tl.exp(mx - safe)
-        e = tl.exp(z - safe)
-        return new, s * alpha + e, alpha, e
+    def _first_chunk_max(row_ptr, V, BLOCK: tl.constexpr):
+        """The largest value among a row's first BLOCK entries (0 when all are −inf): the row's exponent shift."""
+        offs = tl.arange(0, BLOCK)
+        top = tl.max(tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32), axis=0)
+        return tl.where(top == float("-inf"), 0.0, top)
 
     @triton.jit
-    def _finish(mx, s):
-        """Combine the lanes: (max, sum of e^(z−max), per-lane scale)."""
-        top = tl.max(mx, axis=0)
-        safe = tl.where(top == float("-inf"), 0.0, top)
-        scale = tl.exp(mx - safe)
-        return safe, tl.sum(s * scale, axis=0), scale
+    def _exp_sums(zm_row, zb_row, ref_m, ref_b, V, PAIR: tl.constexpr, BLOCK: tl.constexpr):
+        """Per lane: Σe^(z_m−ref_m) and, with PAIR, Σe^(z_b−ref_b) and Σe^(z_b−ref_b)·(z_b−z_m)."""
+        lanes = tl.arange(0, BLOCK)
+        s_m = tl.zeros([BLOCK], tl.float32)
+        s_b = tl.zeros([BLOCK], tl.float32)
+        t_b = tl.zeros([BLOCK], tl.float32)
+        for start in range(0, V, BLOCK):
+            offs = start + lanes
+            zm = tl.load(zm_row + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+            s_m += tl.exp(zm - ref_m)
+            if PAIR:
+                zb = tl.load(zb_row + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+                e = tl.exp(zb - ref_b)
+                s_b += e
+                t_b += tl.where(e > 0, e * (zb - zm), 0.0)
+        return s_m, s_b, t_b
 
     @triton.jit
     def _order_keys(values, index):
@@ -105,45 +113,67 @@ if triton is not None:
 
     @triton.jit
     def _logit_stats_kernel(zm_ptr, zb_ptr, rows_ptr, lse_m_ptr, lse_b_ptr, kl_ptr, top_m_ptr, top_b_ptr,
-                            stride_m, stride_b, V, k, PAIR: tl.constexpr, KP: tl.constexpr, BLOCK: tl.constexpr):
+                            stride_m, stride_b, V, k, PAIR: tl.constexpr, KP: tl.constexpr, BLOCK: tl.constexpr,
+                            FAR: tl.constexpr):
         pid = tl.program_id(0)
         row = tl.load(rows_ptr + pid).to(tl.int64)
         zm_row = zm_ptr + row * stride_m
         zb_row = zb_ptr + row * stride_b
         lanes = tl.arange(0, BLOCK)
         neg = tl.full([BLOCK], float("-inf"), tl.float32)
-        zero = tl.zeros([BLOCK], tl.float32)
         nowhere = tl.full([BLOCK], 2147483647, tl.int32)
-        mx_m, s_m, mx_b, s_b, t_b = neg, zero, neg, zero, zero
+        # Exponentials are taken against a fixed shift per row, the first chunk's maximum, instead of a
+        # running maximum: that saves rescaling every lane's sums at every step. A row whose maximum
+        # lies more than FAR above the shift is summed once more against its maximum (see below).
+        ref_m = _first_chunk_max(zm_row, V, BLOCK)
+        ref_b = 0.0
+        if PAIR:
+            ref_b = _first_chunk_max(zb_row, V, BLOCK)
+        s_m = tl.zeros([BLOCK], tl.float32)
+        s_b = tl.zeros([BLOCK], tl.float32)
+        t_b = tl.zeros([BLOCK], tl.float32)
         best_m, at_m, second_m, second_at_m = neg, nowhere, neg, nowhere
         best_b, at_b, second_b, second_at_b = neg, nowhere, neg, nowhere
         for start in range(0, V, BLOCK):
             offs = start + lanes
             valid = offs < V
             zm = tl.load(zm_row + offs, mask=valid, other=float("-inf")).to(tl.float32)
-            mx_m, s_m, _, _ = _online(mx_m, s_m, zm)
+            s_m += tl.exp(zm - ref_m)
             if KP > 0:
                 best_m, at_m, second_m, second_at_m = _track(best_m, at_m, second_m, second_at_m, zm, offs)
+            else:
+                best_m = tl.maximum(best_m, zm)
             if PAIR:
                 zb = tl.load(zb_row + offs, mask=valid, other=float("-inf")).to(tl.float32)
-                mx_b, s_b, alpha, e = _online(mx_b, s_b, zb)
+                e = tl.exp(zb - ref_b)
+                s_b += e
                 # p_b = 0 contributes 0 even where z_m = -inf; p_b > 0 against z_m = -inf gives +inf.
-                term = tl.where(e > 0, e * (zb - zm), 0.0)
-                t_b = tl.where(alpha > 0, t_b * alpha, 0.0) + term
+                t_b += tl.where(e > 0, e * (zb - zm), 0.0)
                 if KP > 0:
                     best_b, at_b, second_b, second_at_b = _track(best_b, at_b, second_b, second_at_b, zb, offs)
-        top_m, sum_m, _ = _finish(mx_m, s_m)
-        lse_m = top_m + tl.log(sum_m)
+                else:
+                    best_b = tl.maximum(best_b, zb)
+        max_m = tl.max(best_m, axis=0)
+        far = max_m > ref_m + FAR
+        if PAIR:
+            max_b = tl.max(best_b, axis=0)
+            far = far | (max_b > ref_b + FAR)
+        if far:  # e^(z−shift) could overflow float32 here: sum again against the true maxima
+            ref_m = tl.where(max_m == float("-inf"), 0.0, max_m)
+            if PAIR:
+                ref_b = tl.where(max_b == float("-inf"), 0.0, max_b)
+            s_m, s_b, t_b = _exp_sums(zm_row, zb_row, ref_m, ref_b, V, PAIR, BLOCK)
+        sum_m = tl.sum(s_m, axis=0)
+        lse_m = ref_m + tl.log(sum_m)
         tl.store(lse_m_ptr + pid, lse_m)
         if KP > 0:
             _store_top(zm_row, best_m, at_m, second_m, second_at_m, V, top_m_ptr, k, KP, BLOCK)
         if PAIR:
-            top_b, sum_b, scale = _finish(mx_b, s_b)
-            cross = tl.sum(tl.where(scale > 0, t_b * scale, 0.0), axis=0)
-            lse_b = top_b + tl.log(sum_b)
+            sum_b = tl.sum(s_b, axis=0)
+            lse_b = ref_b + tl.log(sum_b)
             tl.store(lse_b_ptr + pid, lse_b)
             # sum p_b (log p_b - log p_m) = sum p_b (z_b - z_m) - lse_b + lse_m
-            tl.store(kl_ptr + pid, tl.maximum(cross / sum_b - lse_b + lse_m, 0.0))
+            tl.store(kl_ptr + pid, tl.maximum(tl.sum(t_b, axis=0) / sum_b - lse_b + lse_m, 0.0))
             if KP > 0:
                 _store_top(zb_row, best_b, at_b, second_b, second_at_b, V, top_b_ptr, k, KP, BLOCK)
 
@@ -220,6 +250,9 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
 # Above this k the per-lane shortcut is rarely exact; PyTorch's top-k is used instead.
 MAX_FUSED_TOPK = 16
 DEFAULT_BLOCK, DEFAULT_WARPS = 1024, 4
+# A row is summed a second time when its maximum exceeds its first chunk's by more than this (in
+# nats): e^40 times a vocabulary of millions, or times a logit difference of 1e6, still fits float32.
+FAR_SHIFT = 40.0
 
 
 def logit_stats(logits_m: torch.Tensor, rows: torch.Tensor, logits_b: torch.Tensor | None = None,
@@ -253,7 +286,8 @@ def logit_stats(logits_m: torch.Tensor, rows: torch.Tensor, logits_b: torch.Tens
             zm, zb, rows, out["lse_m"], out.get("lse_b", spare), out.get("kl", spare),
             out.get("top_m", spare), out.get("top_b", spare), zm.stride(0), zb.stride(0), vocab, k,
             PAIR=pair, KP=max(2, triton.next_power_of_2(k)) if k else 0,
-            BLOCK=min(block or DEFAULT_BLOCK, triton.next_power_of_2(vocab)), num_warps=num_warps or DEFAULT_WARPS)
+            BLOCK=min(block or DEFAULT_BLOCK, triton.next_power_of_2(vocab)), FAR=FAR_SHIFT,
+            num_warps=num_warps or DEFAULT_WARPS)
     return out
 
 

@@ -64,6 +64,30 @@ def test_logit_stats_match_log_softmax(interpreted, dtype):
     torch.testing.assert_close(only_m["lse_m"].cpu(), lse_m)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_logit_stats_of_rows_whose_maximum_lies_far_past_the_first_chunk(interpreted):
+    # The kernel shifts exponents by the first chunk's maximum; e^(z - shift) would overflow float32
+    # for these rows, which must be summed again against their true maximum.
+    g = torch.Generator().manual_seed(3)
+    zb = torch.randn(4, 600, generator=g)
+    zm = zb + 0.3 * torch.randn(4, 600, generator=g)
+    zb[0, 500], zm[0, 400] = 150.0, 120.0  # both far above their first 128 entries
+    zm[1, 300] = 95.0  # the candidate only
+    zb[2, :128] = zm[2, :128] = float("-inf")  # the first chunk is all masked (shift 0) ...
+    zb[2, 200] = zm[2, 201] = 300.0  # ... and the maxima are huge
+    rows = torch.arange(4)
+    stats = interpreted.logit_stats(*_on(zm, rows, zb), topk=2, block=128)
+    b64, m64 = zb.double(), zm.double()
+    torch.testing.assert_close(stats["lse_b"].cpu().double(), torch.logsumexp(b64, -1), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(stats["lse_m"].cpu().double(), torch.logsumexp(m64, -1), rtol=1e-6, atol=1e-5)
+    lp_b, lp_m = torch.log_softmax(b64, -1), torch.log_softmax(m64, -1)
+    p_b = lp_b.exp()
+    expected = torch.where(p_b > 0, p_b * (lp_b - lp_m), torch.zeros_like(p_b)).sum(-1)
+    torch.testing.assert_close(stats["kl"].cpu().double(), expected, rtol=1e-4, atol=1e-5)
+    assert stats["kl"][0] > 20 and stats["kl"][2] > 90  # the maxima moved: large, finite divergences
+    assert torch.equal(stats["top_b"].cpu(), _reference_top(zb, 2))
+
+
 def test_logit_stats_of_identical_rows_give_exactly_zero_kl(interpreted):
     z = 5 * torch.randn(10, 333)
     stats = interpreted.logit_stats(*_on(z, torch.arange(10), z.clone()), topk=4, block=128)
