@@ -7,7 +7,7 @@ registers, so no float32 copy of a logit or hidden-state tensor is ever written:
   logits and, given the baseline's, its log-normaliser, top-k ids and KL(p_b || p_m), in one
   pass over both rows (sums of e^(z − shift) and of e^(z_b − shift)·(z_b − z_m), the shift being the
   row's first-chunk maximum, summed again in the rare row whose maximum lies far above it; top-k
-  from per-lane maxima and runners-up, re-reading the rare row where the maxima alone are not exact).
+  from per-lane maxima, then the k lanes with the largest maxima read again, which is exact).
 * :func:`row_products`: per hidden-state row, (Σb², Σm², Σb·m, Σ(b−m)²).
 * :func:`sketch_rows`: the snapshot's signed random projection and norm of hidden-state rows,
   with the ±1 signs hashed inside the kernel instead of being built as a tensor.
@@ -23,6 +23,8 @@ import os
 from typing import Sequence
 
 import torch
+
+from ..capture import host_to
 
 __all__ = ["enabled", "logit_stats", "row_products", "sketch_rows"]
 
@@ -81,47 +83,45 @@ if triton is not None:
         return (ordered.to(tl.int64) << 32) | (0x7FFFFFFF - index).to(tl.int64)
 
     @triton.jit
-    def _track(best, at, second, second_at, z, offs):
-        """Per lane: the largest and the second-largest value, each with its index (the first on ties)."""
+    def _track(best, at, z, offs):
+        """Per lane: the largest value and its index (the first on ties: indices only grow)."""
         up = z > best
-        runner = z > second
-        second = tl.where(up, best, tl.where(runner, z, second))
-        second_at = tl.where(up, at, tl.where(runner, offs, second_at))
-        return tl.where(up, z, best), tl.where(up, offs, at), second, second_at
+        return tl.where(up, z, best), tl.where(up, offs, at)
 
     @triton.jit
-    def _store_top(row_ptr, best, at, second, second_at, V, out_ptr, k, KP: tl.constexpr, BLOCK: tl.constexpr):
-        """Store the ids of the row's k largest values, from the per-lane maxima when that is exact.
+    def _store_top(row_ptr, best, at, V, out_ptr, k, KP: tl.constexpr, BLOCK: tl.constexpr, CH: tl.constexpr):
+        """Store the ids of the row's k largest values, ordered by (value, then the lower id).
 
-        Values are ordered by (value, then the lower id). The k largest lane maxima are the row's
-        top k unless a lane's second value outranks the k-th of them, which happens when two of
-        the top k share a lane (about k²/(2·BLOCK) of rows); then the row is read again.
+        Lane ``l`` holds entries ``l, l + BLOCK, l + 2·BLOCK, ...``. Each of the row's top k outranks
+        every entry outside the top k, and its lane's maximum outranks (or is) it, so every top-k
+        entry lies in a lane whose maximum is among the k largest lane maxima: those k lanes alone
+        are read again, whole (k·V/BLOCK entries, in cache), and their top k is the row's.
         """
         lowest = -9223372036854775808
-        top = tl.topk(tl.where(at < V, _order_keys(best, at), lowest), KP)
+        lanes = tl.topk(tl.where(at < V, _order_keys(best, at), lowest), KP)
+        chosen = lanes != lowest
+        lane = (0x7FFFFFFF - (lanes & 0xFFFFFFFF)) % BLOCK
+        steps = tl.cdiv(V, BLOCK)
+        top = tl.full([KP], lowest, tl.int64)
+        for first in range(0, steps, CH):
+            offs = lane[:, None] + (first + tl.arange(0, CH))[None, :].to(tl.int64) * BLOCK
+            ok = chosen[:, None] & (offs < V)
+            z = tl.load(row_ptr + offs, mask=ok, other=float("-inf")).to(tl.float32)
+            chunk = tl.topk(tl.reshape(tl.where(ok, _order_keys(z, offs), lowest), [KP * CH]), KP)
+            top = tl.topk(tl.reshape(tl.join(top, chunk), [2 * KP]), KP)
         j = tl.arange(0, KP)
-        kth = tl.sum(tl.where(j == k - 1, top, 0), axis=0)
-        runner_up = tl.max(tl.where(second_at < V, _order_keys(second, second_at), lowest), axis=0)
-        if (runner_up > kth) | (kth == lowest):
-            top = tl.full([KP], lowest, tl.int64)
-            for start in range(0, V, BLOCK):
-                offs = start + tl.arange(0, BLOCK)
-                z = tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-                chunk = tl.topk(tl.where(offs < V, _order_keys(z, offs), lowest), KP)
-                top = tl.topk(tl.reshape(tl.join(top, chunk), [2 * KP]), KP)
         tl.store(out_ptr + tl.program_id(0).to(tl.int64) * k + j, 0x7FFFFFFF - (top & 0xFFFFFFFF), mask=j < k)
 
     @triton.jit
     def _logit_stats_kernel(zm_ptr, zb_ptr, rows_ptr, lse_m_ptr, lse_b_ptr, kl_ptr, top_m_ptr, top_b_ptr,
                             stride_m, stride_b, V, k, PAIR: tl.constexpr, KP: tl.constexpr, BLOCK: tl.constexpr,
-                            FAR: tl.constexpr):
+                            FAR: tl.constexpr, CH: tl.constexpr):
         pid = tl.program_id(0)
         row = tl.load(rows_ptr + pid).to(tl.int64)
         zm_row = zm_ptr + row * stride_m
         zb_row = zb_ptr + row * stride_b
         lanes = tl.arange(0, BLOCK)
         neg = tl.full([BLOCK], float("-inf"), tl.float32)
-        nowhere = tl.full([BLOCK], 2147483647, tl.int32)
         # Exponentials are taken against a fixed shift per row, the first chunk's maximum, instead of a
         # running maximum: that saves rescaling every lane's sums at every step. A row whose maximum
         # lies more than FAR above the shift is summed once more against its maximum (see below).
@@ -132,15 +132,15 @@ if triton is not None:
         s_m = tl.zeros([BLOCK], tl.float32)
         s_b = tl.zeros([BLOCK], tl.float32)
         t_b = tl.zeros([BLOCK], tl.float32)
-        best_m, at_m, second_m, second_at_m = neg, nowhere, neg, nowhere
-        best_b, at_b, second_b, second_at_b = neg, nowhere, neg, nowhere
+        # A lane of −inf entries keeps its first index: ties (even at −inf) go to the lower id.
+        best_m, at_m, best_b, at_b = neg, lanes, neg, lanes
         for start in range(0, V, BLOCK):
             offs = start + lanes
             valid = offs < V
             zm = tl.load(zm_row + offs, mask=valid, other=float("-inf")).to(tl.float32)
             s_m += tl.exp(zm - ref_m)
             if KP > 0:
-                best_m, at_m, second_m, second_at_m = _track(best_m, at_m, second_m, second_at_m, zm, offs)
+                best_m, at_m = _track(best_m, at_m, zm, offs)
             else:
                 best_m = tl.maximum(best_m, zm)
             if PAIR:
@@ -150,7 +150,7 @@ if triton is not None:
                 # p_b = 0 contributes 0 even where z_m = -inf; p_b > 0 against z_m = -inf gives +inf.
                 t_b += tl.where(e > 0, e * (zb - zm), 0.0)
                 if KP > 0:
-                    best_b, at_b, second_b, second_at_b = _track(best_b, at_b, second_b, second_at_b, zb, offs)
+                    best_b, at_b = _track(best_b, at_b, zb, offs)
                 else:
                     best_b = tl.maximum(best_b, zb)
         max_m = tl.max(best_m, axis=0)
@@ -167,7 +167,7 @@ if triton is not None:
         lse_m = ref_m + tl.log(sum_m)
         tl.store(lse_m_ptr + pid, lse_m)
         if KP > 0:
-            _store_top(zm_row, best_m, at_m, second_m, second_at_m, V, top_m_ptr, k, KP, BLOCK)
+            _store_top(zm_row, best_m, at_m, V, top_m_ptr, k, KP, BLOCK, CH)
         if PAIR:
             sum_b = tl.sum(s_b, axis=0)
             lse_b = ref_b + tl.log(sum_b)
@@ -175,7 +175,7 @@ if triton is not None:
             # sum p_b (log p_b - log p_m) = sum p_b (z_b - z_m) - lse_b + lse_m
             tl.store(kl_ptr + pid, tl.maximum(tl.sum(t_b, axis=0) / sum_b - lse_b + lse_m, 0.0))
             if KP > 0:
-                _store_top(zb_row, best_b, at_b, second_b, second_at_b, V, top_b_ptr, k, KP, BLOCK)
+                _store_top(zb_row, best_b, at_b, V, top_b_ptr, k, KP, BLOCK, CH)
 
     @triton.jit
     def _row_products_kernel(b_ptr, m_ptr, out_ptr, n, D, stride_b, stride_m, ROWS: tl.constexpr,
@@ -210,8 +210,9 @@ if triton is not None:
         return x ^ (x >> 15)
 
     @triton.jit
-    def _sketch_kernel(h_ptr, rows_ptr, keys_ptr, proj_ptr, y_ptr, norm_ptr, n, D, d, stride_layer, stride_row,
-                       IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    def _sketch_kernel(h_ptr, table_ptr, rows_ptr, keys_ptr, proj_ptr, y_ptr, norm_ptr, n, D, d, stride_layer,
+                       stride_row, IEEE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                       BLOCK_N: tl.constexpr, TABLE: tl.constexpr):
         pid = tl.program_id(0)
         layer = tl.program_id(1).to(tl.int64)
         i = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -221,7 +222,10 @@ if triton is not None:
         cols_n = tl.arange(0, BLOCK_N)
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         sq = tl.zeros([BLOCK_M], tl.float32)
-        base = h_ptr + layer * stride_layer + rows[:, None] * stride_row
+        if TABLE:  # one address per layer (each block's output read where it lies), typed like h_ptr
+            base = tl.load(table_ptr + layer).to(h_ptr.dtype) + rows[:, None] * stride_row
+        else:
+            base = h_ptr + layer * stride_layer + rows[:, None] * stride_row
         for start in range(0, D, BLOCK_K):
             k = start + tl.arange(0, BLOCK_K)
             kvalid = k < D
@@ -247,7 +251,7 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-# Above this k the per-lane shortcut is rarely exact; PyTorch's top-k is used instead.
+# Above this k the kernel's re-read of k lanes grows large; PyTorch's top-k is used instead.
 MAX_FUSED_TOPK = 16
 DEFAULT_BLOCK, DEFAULT_WARPS = 1024, 4
 # A row is summed a second time when its maximum exceeds its first chunk's by more than this (in
@@ -286,7 +290,7 @@ def logit_stats(logits_m: torch.Tensor, rows: torch.Tensor, logits_b: torch.Tens
             zm, zb, rows, out["lse_m"], out.get("lse_b", spare), out.get("kl", spare),
             out.get("top_m", spare), out.get("top_b", spare), zm.stride(0), zb.stride(0), vocab, k,
             PAIR=pair, KP=max(2, triton.next_power_of_2(k)) if k else 0,
-            BLOCK=min(block or DEFAULT_BLOCK, triton.next_power_of_2(vocab)), FAR=FAR_SHIFT,
+            BLOCK=min(block or DEFAULT_BLOCK, triton.next_power_of_2(vocab)), FAR=FAR_SHIFT, CH=32,
             num_warps=num_warps or DEFAULT_WARPS)
     return out
 
@@ -308,25 +312,29 @@ def sketch_rows(h: torch.Tensor | Sequence[torch.Tensor], rows: torch.Tensor, ke
     """Sketches ``[L, N, d]`` (unscaled: divide by sqrt(d)) and norms ``[L, N]`` of rows of ``h``.
 
     ``h``: ``[L, M, D]`` hidden states (``M`` rows per layer), or a sequence of ``L`` ``[M, D]``
-    tensors, one per layer, each read where it lies (no stacked copy); ``rows``: ``[N]`` rows to
-    sketch; ``keys``: ``[N]`` sign keys (``snapshot.sign_keys``); ``proj``: the ``[d, D]`` ±1 projection.
+    tensors of one shape and dtype, one per layer, each read where it lies (no stacked copy: the
+    kernel gets a table of their addresses); ``rows``: ``[N]`` rows to sketch; ``keys``: ``[N]``
+    sign keys (``snapshot.sign_keys``); ``proj``: the ``[d, D]`` ±1 projection.
     """
-    parts = [h] if isinstance(h, torch.Tensor) else [t.unsqueeze(0) for t in h]
-    layers = sum(part.shape[0] for part in parts)
-    dim = parts[0].shape[-1] if parts else proj.shape[1]
+    table = None
+    if not isinstance(h, torch.Tensor):
+        parts = [_last_dim_contiguous(t) for t in h]
+        if len({(t.shape, t.stride(), t.dtype, t.device) for t in parts}) > 1:
+            h = torch.stack(parts)  # mixed layouts: one copy instead of one slow launch per layer
+        else:
+            table = host_to(torch.tensor([t.data_ptr() for t in parts], dtype=torch.int64), parts[0].device)
+            h = parts[0].unsqueeze(0).expand(len(parts), *parts[0].shape)  # shape, dtype and strides only
+    h = _last_dim_contiguous(h)
+    layers, _, dim = h.shape
     n, d = rows.numel(), proj.shape[0]
-    device = parts[0].device if parts else proj.device
-    y = torch.empty(layers, n, d, dtype=torch.float32, device=device)
-    norms = torch.empty(layers, n, dtype=torch.float32, device=device)
+    y = torch.empty(layers, n, d, dtype=torch.float32, device=h.device)
+    norms = torch.empty(layers, n, dtype=torch.float32, device=h.device)
     if n and layers:
+        ieee = h.dtype not in (torch.bfloat16, torch.float16)
         p = proj.to(torch.float32).contiguous()
         block_n = max(16, triton.next_power_of_2(d))
-        at = 0
-        for part in parts:
-            part = _last_dim_contiguous(part)
-            ieee = part.dtype not in (torch.bfloat16, torch.float16)
-            grid = (triton.cdiv(n, 64), part.shape[0])
-            _sketch_kernel[grid](part, rows, keys, p, y[at:], norms[at:], n, dim, d, part.stride(0), part.stride(1),
-                                 IEEE=ieee, BLOCK_M=64, BLOCK_K=64, BLOCK_N=block_n, num_warps=4)
-            at += part.shape[0]
+        grid = (triton.cdiv(n, 64), layers)
+        _sketch_kernel[grid](h, rows if table is None else table, rows, keys, p, y, norms, n, dim, d, h.stride(0),
+                             h.stride(1), IEEE=ieee, BLOCK_M=64, BLOCK_K=64, BLOCK_N=block_n,
+                             TABLE=table is not None, num_warps=4)
     return y, norms
