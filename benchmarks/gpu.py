@@ -189,6 +189,26 @@ def timelines(fns: dict, out_dir: str | None = None) -> dict:
     return result
 
 
+def host_setup_ms(base, cand, probes, repeats: int = 20) -> dict:
+    """Host milliseconds of a comparison's fixed work: the pair checks, finding the blocks, eval mode, identity."""
+    from pytest_hemorrhage.capture import adapt
+    from pytest_hemorrhage.comparison import _eval_mode, _identity, check_pair
+    from pytest_hemorrhage.validate import check_token_ids
+
+    def eval_mode():
+        with _eval_mode({"baseline": base, "candidate": cand}):
+            pass
+
+    steps = {
+        "check_pair": lambda: check_pair(base, cand),
+        "adapt_both": lambda: (adapt(base), adapt(cand)),
+        "eval_mode": eval_mode,
+        "check_token_ids_both": lambda: (check_token_ids(base, probes), check_token_ids(cand, probes)),
+        "report_identity": lambda: _identity(probes, base, cand, None),
+    }
+    return {name: round(common.best_time(fn, repeats) * 1e3, 3) for name, fn in steps.items()}
+
+
 def run(n_probes: int = 64, max_length: int = 512, batch_size: int = 8, repeats: int = 3,
         profile: bool = False, parts: bool = False, cprofile: bool = False, timeline: bool = False,
         quick: bool = False, trace_dir: str | None = None) -> dict:
@@ -246,6 +266,7 @@ def run(n_probes: int = 64, max_length: int = 512, batch_size: int = 8, repeats:
     result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     if parts:
         result["parts_ms"] = part_times(base, cand, probes, batch_size)
+        result["host_setup_ms"] = host_setup_ms(base, cand, probes)
     if cprofile:
         print(python_profile(lambda: ph.compare(base, cand, probes, batch_size=batch_size)))
         print(python_profile(lambda: ph.compare(snap, cand, batch_size=batch_size)))

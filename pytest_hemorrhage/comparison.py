@@ -769,6 +769,9 @@ def _pad_id(model: nn.Module) -> int:
 
 def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Module, candidate: nn.Module,
                   name: str | None, described: Any = None) -> Report:
+    # Identity first: it needs no result, so on an accelerator this host work overlaps the last
+    # batch's queued kernels instead of following the first read-back of the accumulators.
+    identity = _identity(probes, baseline, candidate, described)
     layers, nonfinite = run.layers()
     if run.kind == "lm":
         metrics = _lm_metrics(run, thr)
@@ -791,6 +794,15 @@ def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Modul
             tm = _lm_metrics(run, thr, units)
             by_tag[tag] = {"n_units": len(units), "n_tokens": tm["kl"].n_tokens, "kl": tm["kl"].estimate,
                            "top1": tm["top1"].estimate, "ppl_ratio": tm["ppl_ratio"].estimate}
+    return Report(
+        metrics=metrics, layers=layers, thresholds=thr.to_dict(), kind=run.kind, kl_quantiles=quantiles,
+        by_tag=by_tag, unmatched_layers={k: v for k, v in run.unmatched.items() if v}, nonfinite=nonfinite,
+        identity=identity, name=name,
+    )
+
+
+def _identity(probes: Probes, baseline: Any, candidate: nn.Module, described: Any) -> dict[str, Any]:
+    """What was compared: model classes and sizes, probe set and hash, the modification's description."""
     from .snapshot import Snapshot
 
     snapshot = baseline if isinstance(baseline, Snapshot) else None
@@ -813,11 +825,7 @@ def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Modul
             texts.append(modification.describe())
     if texts:
         identity["modification"] = " + ".join(reversed(texts))
-    return Report(
-        metrics=metrics, layers=layers, thresholds=thr.to_dict(), kind=run.kind, kl_quantiles=quantiles,
-        by_tag=by_tag, unmatched_layers={k: v for k, v in run.unmatched.items() if v}, nonfinite=nonfinite,
-        identity=identity, name=name,
-    )
+    return identity
 
 
 def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *, suggest: bool = True,

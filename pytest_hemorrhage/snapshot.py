@@ -31,7 +31,7 @@ from .capture import adapt, capture_layers, host_to
 from .errors import InvalidArgument, SnapshotError
 from .files import atomic_write_bytes
 from .metrics import fused
-from .metrics.outputs import OUTPUT_METRICS, logits_at, top_ids
+from .metrics.outputs import OUTPUT_METRICS, logits_at, top_ids, topk_ids
 from .probes import Probes, as_probes, tokenizer_for
 
 __all__ = [
@@ -264,19 +264,20 @@ class Snapshot:
             values = _metrics_against_snapshot(logits_flat, flat, stats["lse_m"], t, k_report,
                                                mine=stats["top_m"] if in_kernel else None)
         else:
-            out: dict[str, list[torch.Tensor]] = {n: [] for n in OUTPUT_METRICS}
-            chunk = 1024 if device.type == "cpu" else max(256, 2**28 // max(vocab, 1))
-            for start in range(0, flat.numel(), chunk):
-                sl = slice(start, start + chunk)
-                # Log-probabilities as the live comparison computes them, so stored exact quantities
-                # (top-1, the target's log-probability) give identical numbers either way.
-                lm = torch.log_softmax(logits_flat.index_select(0, flat[sl]).float(), dim=-1)
-                part = _metrics_against_snapshot(lm, torch.arange(lm.shape[0], device=device),
-                                                 lm.new_zeros(lm.shape[0]), {k: v[sl] for k, v in t.items()},
-                                                 k_report)
-                for name in OUTPUT_METRICS:
-                    out[name].append(part[name])
-            values = {k: torch.cat(v) for k, v in out.items()}
+            # Probe by probe through views of its scored rows (right padding: one contiguous slice
+            # each), so no copy of the batch's logits is made; log-probabilities as the live
+            # comparison computes them, so stored exact quantities (top-1, the target's
+            # log-probability) give identical numbers either way.
+            parts, at = [], 0
+            for r, n in scored:
+                z = logits_m[r, :n]
+                lm = torch.log_softmax(z.float(), dim=-1)
+                mine = topk_ids(z, k_report)
+                part = {k: v[at: at + n] for k, v in t.items()}
+                at += n
+                parts.append(_metrics_against_snapshot(lm, torch.arange(n, device=device), lm.new_zeros(n), part,
+                                                       k_report, mine=mine))
+            values = {name: torch.cat([p[name] for p in parts]) for name in OUTPUT_METRICS}
         return batch_units(batch, rows), values
 
     def _rows_on(self, keys: tuple[str, ...], store: torch.Tensor, device: torch.device,
@@ -323,10 +324,13 @@ class Snapshot:
             y_m, norm_m = fused.sketch_rows([h.flatten(0, 1) for h in hidden], flat, keys, proj)
             y_m = y_m / math.sqrt(dim)
         else:
-            h = torch.stack([t.flatten(0, 1).index_select(0, flat) for t in hidden]).float()  # [L, n, D], unpadded
-            signs = torch.cat([_signs(seed, u, n, size, h.device, scheme) for u, n in zip(batch.units, lengths)])
-            y_m = sketch_tokens(h, signs, proj)
-            norm_m = torch.linalg.vector_norm(h, dim=-1)
+            signs = torch.cat([_signs(seed, u, n, size, device, scheme) for u, n in zip(batch.units, lengths)])
+            sketches, norms = [], []
+            for t in hidden:  # layer by layer: the temporaries stay small enough for the CPU's caches
+                h = t.flatten(0, 1).index_select(0, flat).float()  # [n, D], right padding dropped
+                sketches.append(sketch_tokens(h, signs, proj))
+                norms.append(torch.linalg.vector_norm(h, dim=-1))
+            y_m, norm_m = torch.stack(sketches), torch.stack(norms)
         stored = self._rows_on(("norms", "sketches"), store, device, layers=index)
         norm_b = stored["norms"].float()
         y_b = stored["sketches"].float() * norm_b.unsqueeze(-1)

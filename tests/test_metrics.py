@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from pytest_hemorrhage.metrics.activations import activation_sums, relative_error, sqnr_db
 from pytest_hemorrhage.metrics.attention import attention_sums
-from pytest_hemorrhage.metrics.outputs import kl_from_log_probs, token_output_metrics
+from pytest_hemorrhage.metrics.outputs import TOPK_BLOCK, kl_from_log_probs, token_output_metrics, topk_ids
 
 
 def test_kl_matches_torch_kl_div():
@@ -109,3 +109,22 @@ def test_attention_entropy_shift_sign():
     s = attention_sums(sharp, flat)[0, 0]
     expected = math.log(2) - (-(0.9 * math.log(0.9) + 0.1 * math.log(0.1)))
     assert s[1].item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("vocab", [49152, 50257, 3 * TOPK_BLOCK * 5 + 7, 300])
+@pytest.mark.parametrize("k", [1, 5, 16])
+def test_blockwise_topk_ids_are_the_top_k(vocab, k):
+    # The CPU shortcut ranks only the k blocks with the largest maxima (and the tail); small
+    # vocabularies fall back to torch.topk. Values are compared, so equal values may swap ids.
+    g = torch.Generator().manual_seed(vocab + k)
+    z = 3 * torch.randn(40, vocab, generator=g)
+    z[1, : vocab // 2] = float("-inf")
+    z[2, 5 * TOPK_BLOCK: 5 * TOPK_BLOCK + 20] = 50.0  # all of the top k in one block, tied
+    z[3, -3:] = 60.0  # the top values in the ragged tail
+    ids = topk_ids(z, k)
+    assert ids.shape == (40, k)
+    assert torch.equal(z.gather(1, ids), torch.topk(z, k, dim=-1).values)
+    assert all(len(set(row)) == k for row in ids.tolist())  # k distinct ids per row
+    # A strided view (one probe's rows of a padded batch) gives the same ids as a contiguous copy.
+    batch = z.reshape(4, 10, vocab)
+    torch.testing.assert_close(topk_ids(batch[2, :7], k), topk_ids(batch[2, :7].contiguous(), k))

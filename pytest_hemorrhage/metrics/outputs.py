@@ -17,9 +17,35 @@ import torch
 
 from . import fused
 
-__all__ = ["token_output_metrics", "kl_from_log_probs", "top_ids", "logits_at", "OUTPUT_METRICS"]
+__all__ = ["token_output_metrics", "kl_from_log_probs", "top_ids", "topk_ids", "logits_at", "OUTPUT_METRICS"]
 
 OUTPUT_METRICS = ("kl", "top1", "topk", "dnll", "dp2")
+
+TOPK_BLOCK = 128
+
+
+def topk_ids(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Ids ``[N, k]`` of the ``k`` largest values of each row of ``z`` ``[N, V]``, largest first.
+
+    On the CPU, ``torch.topk`` over a vocabulary-wide row is several passes over memory. Each of a
+    row's k largest values lies in a block (of :data:`TOPK_BLOCK` entries) whose maximum is among
+    the k largest block maxima, since that maximum is at least the value itself; so one pass takes
+    the block maxima and only those k blocks (plus the ragged tail) are ranked. Equal values may
+    come out in another order than ``torch.topk`` gives them; elsewhere ``torch.topk`` runs as is.
+    """
+    n, vocab = z.shape
+    block = TOPK_BLOCK
+    blocks = vocab // block
+    if z.device.type != "cpu" or blocks <= 2 * k or z.stride(-1) != 1:
+        return z.topk(k, dim=-1).indices
+    body = z.as_strided((n, blocks, block), (z.stride(0), block, 1))  # a view: no copy of the logits
+    chosen = body.amax(-1).topk(k, dim=-1).indices  # [N, k] blocks
+    candidates = body.gather(1, chosen.unsqueeze(-1).expand(n, k, block)).reshape(n, k * block)
+    ids = (chosen.unsqueeze(-1) * block + torch.arange(block)).reshape(n, k * block)
+    if vocab > blocks * block:
+        candidates = torch.cat([candidates, z[:, blocks * block:]], dim=1)
+        ids = torch.cat([ids, torch.arange(blocks * block, vocab).expand(n, -1)], dim=1)
+    return ids.gather(1, candidates.topk(k, dim=-1).indices)
 
 
 def kl_from_log_probs(logp_b: torch.Tensor, logp_m: torch.Tensor) -> torch.Tensor:
@@ -77,8 +103,8 @@ def token_output_metrics(
         out["kl"].append(kl_from_log_probs(lb, lm))
         # Top-k of the logits equals top-k of the log-probabilities; half-precision logits halve the
         # radix-select passes on accelerators.
-        tb = logits_b[sl].topk(k, dim=-1).indices
-        tm = logits_m[sl].to(lb.device).topk(k, dim=-1).indices
+        tb = topk_ids(logits_b[sl], k)
+        tm = topk_ids(logits_m[sl].to(lb.device), k)
         out["top1"].append((tb[:, 0] == tm[:, 0]).float())
         out["topk"].append((tb.unsqueeze(-1) == tm.unsqueeze(-2)).any(-1).float().mean(-1))
         yb = lb.gather(-1, y).squeeze(-1)
@@ -95,8 +121,8 @@ def top_ids(logits: torch.Tensor, rows: torch.Tensor, k: int) -> torch.Tensor:
     selection is applied to the small result rather than copying the logits first.
     """
     if rows.numel() * 10 >= logits.shape[0] * 9:
-        return logits.topk(k, dim=-1).indices.index_select(0, rows)
-    return logits.index_select(0, rows).topk(k, dim=-1).indices
+        return topk_ids(logits, k).index_select(0, rows)
+    return topk_ids(logits.index_select(0, rows), k)
 
 
 def logits_at(logits: torch.Tensor, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
