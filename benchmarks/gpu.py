@@ -7,7 +7,7 @@ alternately and the median, lowest and highest per-pair ratio are reported. ``--
 each kernel adds to the plain forward passes, and CPU against GPU time; ``--cprofile`` prints
 where the host's Python time goes; ``--timeline`` (and ``--trace-dir DIR`` to keep the traces)
 says where the GPU sits idle and which host frame kept it waiting (:mod:`benchmarks.timeline`);
-``--quick`` stops after the fused-kernel ratios (and the timeline); ``--parts`` times one batch's forward pass and each metric
+``--quick`` skips the unfused and attention ratios; ``--parts`` times one batch's forward pass and each metric
 kernel. With Triton present, the checks are also timed with the fused kernels turned off
 (``HEMORRHAGE_FUSED=0``), in the same process.
 """
@@ -248,21 +248,20 @@ def run(n_probes: int = 64, max_length: int = 512, batch_size: int = 8, repeats:
             "compare": checks["compare_over_two_forward"][0], "two_forward": two_forward,
             "snapshot_compare": checks["snapshot_compare_over_one_forward"][0], "one_forward": one_forward,
         }, trace_dir)
-    if quick:
-        return result
-    if fused.enabled(torch.zeros(1, device="cuda")):  # the same checks with the plain PyTorch formulas
-        os.environ["HEMORRHAGE_FUSED"] = "0"
-        try:
-            for name in ("compare_over_two_forward", "snapshot_compare_over_one_forward"):
-                result[f"unfused_ratio_{name}"] = paired_ratio(*checks[name], repeats)
-        finally:
-            del os.environ["HEMORRHAGE_FUSED"]
-    for m in (base, cand):
-        m.set_attn_implementation("eager")
-    result["ratio_attention_over_two_eager_forward"] = paired_ratio(
-        lambda: ph.compare(base, cand, probes, attention=True, batch_size=batch_size), two_forward, repeats)
-    for m in (base, cand):
-        m.set_attn_implementation("sdpa")
+    if not quick:  # the fused kernels off, and attention metrics
+        if fused.enabled(torch.zeros(1, device="cuda")):  # the same checks with the plain PyTorch formulas
+            os.environ["HEMORRHAGE_FUSED"] = "0"
+            try:
+                for name in ("compare_over_two_forward", "snapshot_compare_over_one_forward"):
+                    result[f"unfused_ratio_{name}"] = paired_ratio(*checks[name], repeats)
+            finally:
+                del os.environ["HEMORRHAGE_FUSED"]
+        for m in (base, cand):
+            m.set_attn_implementation("eager")
+        result["ratio_attention_over_two_eager_forward"] = paired_ratio(
+            lambda: ph.compare(base, cand, probes, attention=True, batch_size=batch_size), two_forward, repeats)
+        for m in (base, cand):
+            m.set_attn_implementation("sdpa")
     result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     if parts:
         result["parts_ms"] = part_times(base, cand, probes, batch_size)

@@ -136,7 +136,7 @@ def test_row_products_match_float64_sums(interpreted, dtype):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("per_layer", ["stacked", "per-layer", "mixed-strides"])
+@pytest.mark.parametrize("per_layer", ["stacked", "per-layer", "mixed-strides", "unaligned"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_sketch_rows_match_the_snapshot_signs_and_projection(interpreted, dtype, per_layer):
     layers, batch, width, hidden, dim = 3, 2, 9, 200, 16
@@ -146,13 +146,17 @@ def test_sketch_rows_match_the_snapshot_signs_and_projection(interpreted, dtype,
     keys = sign_keys(7, units, lengths, torch.device("cpu"))
     proj = _projection(7, dim, hidden, torch.device("cpu"))
     flat, rows, keys, proj_on = _on(h.flatten(1, 2), rows, keys, proj)
-    # Per layer: separate tensors, as the blocks' outputs arrive, read through a table of addresses;
-    # layers laid out differently (here one is a slice of a wider tensor) are stacked instead.
+    # Per layer: separate tensors, as the blocks' outputs arrive, read through a table of offsets;
+    # layers laid out differently (a slice of a wider tensor, or not 16-byte aligned) are stacked instead.
     source = flat if per_layer == "stacked" else [flat[i].clone() for i in range(layers)]
     if per_layer == "mixed-strides":
         wide = torch.zeros(flat.shape[1], hidden + 8, dtype=dtype, device=flat.device)
         wide[:, :hidden] = flat[1]
         source[1] = wide[:, :hidden]
+    if per_layer == "unaligned":  # starts one element past an aligned address
+        shifted = torch.zeros(flat[1].numel() + 1, dtype=dtype, device=flat.device)
+        shifted[1:] = flat[1].flatten()
+        source[1] = shifted[1:].view_as(flat[1])
     y, norms = (t.cpu() for t in interpreted.sketch_rows(source, rows, keys, proj_on))
     rows = rows.cpu()
     selected = h.flatten(1, 2)[:, rows].double()
