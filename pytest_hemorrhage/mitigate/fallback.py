@@ -12,7 +12,7 @@ it may only not be the smallest.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
