@@ -251,7 +251,7 @@ class _Run:
 
     def _layer_metrics(self, base: dict[str, torch.Tensor], cand: dict[str, torch.Tensor],
                        mask: torch.Tensor | None) -> list:
-        """All layers of a batch in a few large operations: per-layer small ops cost more than the math."""
+        """All layers of a batch, grouped by output shape; each group's per-token sums are reduced together."""
         commits = []
         groups: dict[tuple, list[str]] = {}
         for name in cand:

@@ -51,28 +51,39 @@ def enabled(*tensors: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
+    def _chunk(row_ptr, offs, V):
+        """One chunk of a row as float32; entries past the row's end read as −inf."""
+        return tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
+
+    @triton.jit
     def _first_chunk_max(row_ptr, V, BLOCK: tl.constexpr):
         """The largest value among a row's first BLOCK entries (0 when all are −inf): the row's exponent shift."""
-        offs = tl.arange(0, BLOCK)
-        top = tl.max(tl.load(row_ptr + offs, mask=offs < V, other=float("-inf")).to(tl.float32), axis=0)
+        top = tl.max(_chunk(row_ptr, tl.arange(0, BLOCK), V), axis=0)
         return tl.where(top == float("-inf"), 0.0, top)
 
     @triton.jit
+    def _exp_step(zm, zb, ref_m, ref_b, s_m, s_b, t_b, PAIR: tl.constexpr):
+        """One chunk into the per-lane Σe^(z_m−ref_m) and, with PAIR, Σe^(z_b−ref_b), Σe^(z_b−ref_b)(z_b−z_m)."""
+        s_m += tl.exp(zm - ref_m)
+        if PAIR:
+            e = tl.exp(zb - ref_b)
+            s_b += e
+            # p_b = 0 contributes 0 even where z_m = -inf; p_b > 0 against z_m = -inf gives +inf.
+            t_b += tl.where(e > 0, e * (zb - zm), 0.0)
+        return s_m, s_b, t_b
+
+    @triton.jit
     def _exp_sums(zm_row, zb_row, ref_m, ref_b, V, PAIR: tl.constexpr, BLOCK: tl.constexpr):
-        """Per lane: Σe^(z_m−ref_m) and, with PAIR, Σe^(z_b−ref_b) and Σe^(z_b−ref_b)·(z_b−z_m)."""
+        """:func:`_exp_step` over whole rows (the second pass of a row whose maximum lies far above its shift)."""
         lanes = tl.arange(0, BLOCK)
         s_m = tl.zeros([BLOCK], tl.float32)
         s_b = tl.zeros([BLOCK], tl.float32)
         t_b = tl.zeros([BLOCK], tl.float32)
         for start in range(0, V, BLOCK):
             offs = start + lanes
-            zm = tl.load(zm_row + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-            s_m += tl.exp(zm - ref_m)
-            if PAIR:
-                zb = tl.load(zb_row + offs, mask=offs < V, other=float("-inf")).to(tl.float32)
-                e = tl.exp(zb - ref_b)
-                s_b += e
-                t_b += tl.where(e > 0, e * (zb - zm), 0.0)
+            zm = _chunk(zm_row, offs, V)
+            zb = _chunk(zb_row, offs, V) if PAIR else zm
+            s_m, s_b, t_b = _exp_step(zm, zb, ref_m, ref_b, s_m, s_b, t_b, PAIR)
         return s_m, s_b, t_b
 
     @triton.jit
@@ -136,19 +147,14 @@ if triton is not None:
         best_m, at_m, best_b, at_b = neg, lanes, neg, lanes
         for start in range(0, V, BLOCK):
             offs = start + lanes
-            valid = offs < V
-            zm = tl.load(zm_row + offs, mask=valid, other=float("-inf")).to(tl.float32)
-            s_m += tl.exp(zm - ref_m)
+            zm = _chunk(zm_row, offs, V)
+            zb = _chunk(zb_row, offs, V) if PAIR else zm
+            s_m, s_b, t_b = _exp_step(zm, zb, ref_m, ref_b, s_m, s_b, t_b, PAIR)
             if KP > 0:
                 best_m, at_m = _track(best_m, at_m, zm, offs)
             else:
                 best_m = tl.maximum(best_m, zm)
             if PAIR:
-                zb = tl.load(zb_row + offs, mask=valid, other=float("-inf")).to(tl.float32)
-                e = tl.exp(zb - ref_b)
-                s_b += e
-                # p_b = 0 contributes 0 even where z_m = -inf; p_b > 0 against z_m = -inf gives +inf.
-                t_b += tl.where(e > 0, e * (zb - zm), 0.0)
                 if KP > 0:
                     best_b, at_b = _track(best_b, at_b, zb, offs)
                 else:
