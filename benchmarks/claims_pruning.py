@@ -15,22 +15,10 @@ from typing import Any
 
 import torch
 
+from pytest_hemorrhage.probes import Probes
+
 SPARSITIES = (0.5, 0.6)
 METRICS = ("kl", "ppl_ratio", "top1")
-
-
-def disjoint_probes(tokenizer: Any, sizes: tuple[int, ...], max_length: int, seed: int = 0) -> list:
-    """Consecutive, non-overlapping slices of the shuffled built-in corpus, one per size."""
-    from pytest_hemorrhage.probes import Probes
-
-    everything = Probes.builtin(tokenizer, n=None, max_length=max_length, seed=seed)
-    if sum(sizes) > len(everything):
-        raise ValueError(f"asked for {sum(sizes)} probes, the built-in corpus has {len(everything)}")
-    out, start = [], 0
-    for size in sizes:
-        out.append(everything.subset(range(start, start + size)))
-        start += size
-    return out
 
 
 def _metrics(baseline: Any, candidate: torch.nn.Module) -> dict[str, float]:
@@ -58,7 +46,7 @@ def run(n_eval: int = 32, max_length: int = 128, n_calib: int = 16) -> dict:
     from pytest_hemorrhage.modify import prune
 
     model, tokenizer = default_model()
-    calib, held_out = disjoint_probes(tokenizer, (n_calib, n_eval), max_length)
+    calib, held_out = Probes.builtin_split(tokenizer, (n_calib, n_eval), max_length=max_length)
     baseline = _recorded(model, held_out)
     rows: dict[str, dict[str, Any]] = {}
     for sparsity in SPARSITIES:
@@ -100,7 +88,7 @@ def alpha_sweep(
     from pytest_hemorrhage.models import default_model
 
     model, tokenizer = default_model()
-    _skip, calib, held_out = disjoint_probes(tokenizer, (n_calib + 32, n_calib, n_eval), max_length)
+    _skip, calib, held_out = Probes.builtin_split(tokenizer, (n_calib + 32, n_calib, n_eval), max_length=max_length)
     baseline = _recorded(model, held_out)
     grads, acts = _gradient_and_activation_sums(model, calib, 8)
     magnitudes = {name: weight_out_in(m).detach().abs().float() for name, m in _prunable(model)}

@@ -28,18 +28,7 @@ from typing import Any
 
 import torch
 
-
-def disjoint_probes(tokenizer: Any, n_eval: int, eval_length: int, n_cal: int, cal_length: int):
-    """(evaluation, calibration) built-in probe sets with no text in common."""
-    from pytest_hemorrhage.probes import Probes
-
-    evaluation = Probes.builtin(tokenizer, n=n_eval, max_length=eval_length, seed=0)
-    pool = Probes.builtin(tokenizer, n=None, max_length=cal_length, seed=1)
-    taken = {tuple(ids[:cal_length]) for ids in evaluation.token_ids}
-    keep = [i for i, ids in enumerate(pool.token_ids) if tuple(ids) not in taken][:n_cal]
-    calibration = pool.subset(keep)
-    calibration.name = f"builtin(seed=1, disjoint, n={n_cal}, max_length={cal_length})"
-    return evaluation, calibration
+from pytest_hemorrhage.probes import Probes
 
 
 def calibration_tensor(probes: Any, pad_id: int) -> torch.Tensor:
@@ -114,7 +103,8 @@ def run(n_eval: int = 32, eval_length: int = 128, n_cal: int = 16, cal_length: i
     from pytest_hemorrhage.models import default_model
 
     model, tokenizer = default_model()
-    evaluation, calibration = disjoint_probes(tokenizer, n_eval, eval_length, n_cal, cal_length)
+    evaluation = Probes.builtin(tokenizer, n=n_eval, max_length=eval_length, seed=0)
+    (calibration,) = Probes.builtin_split(tokenizer, (n_cal,), max_length=cal_length, seed=1, exclude=evaluation)
     pad_id = tokenizer.eos_token_id or 0
     start = time.perf_counter()
     result: dict[str, Any] = {

@@ -118,23 +118,7 @@ class Probes:
 
         Probes are drawn round-robin over tags so every domain is represented.
         """
-        from .corpus import BUILTIN_SNIPPETS
-
-        pool = [(t, s) for t, s in BUILTIN_SNIPPETS if tags is None or t in tags]
-        if not pool:
-            raise InvalidArgument(f"tags: none of {list(tags or [])} is a built-in tag")
-        rng = random.Random(seed)
-        by_tag: dict[str, list[str]] = {}
-        for tag, text in pool:
-            by_tag.setdefault(tag, []).append(text)
-        for texts in by_tag.values():
-            rng.shuffle(texts)
-        order: list[tuple[str, str]] = []
-        tag_names = sorted(by_tag)
-        while any(by_tag.values()):
-            for tag in tag_names:
-                if by_tag[tag]:
-                    order.append((tag, by_tag[tag].pop()))
+        order = _builtin_order(tags, seed)
         if n is not None:
             if n < 1:
                 raise InvalidArgument(f"n: must be at least 1, got {n}")
@@ -145,6 +129,48 @@ class Probes:
             tokenizer, [s for _, s in order], tags=[t for t, _ in order], max_length=max_length,
             name=f"builtin(n={len(order)},max_length={max_length},seed={seed})",
         )
+
+    @classmethod
+    def builtin_split(
+        cls, tokenizer: Any, sizes: Sequence[int], *, max_length: int = 128, seed: int = 0,
+        tags: Sequence[str] | None = None, exclude: "Probes | Sequence[Probes] | None" = None,
+    ) -> list["Probes"]:
+        """Disjoint sets of built-in probes, one per entry of ``sizes`` (e.g. calibration and evaluation).
+
+        The sets are consecutive runs of the order :meth:`builtin` draws for ``seed``, so the first
+        equals ``builtin(tokenizer, sizes[0], ...)`` when nothing is excluded. Texts already in
+        ``exclude`` (probes or a list of them, e.g. evaluation probes drawn with another seed) are
+        skipped. A built-in text counts as present there when its token ids and those of an excluded
+        probe agree over the shorter one's length: the same text drawn at another ``max_length``.
+        """
+        if isinstance(sizes, int) or not sizes:
+            raise InvalidArgument(f"sizes: pass one size per set, e.g. (16, 32); got {sizes!r}")
+        bad = [size for size in sizes if isinstance(size, bool) or not isinstance(size, int) or size < 1]
+        if bad:
+            raise InvalidArgument(f"sizes: every size must be an integer of at least 1; got {list(sizes)}")
+        excluded = [exclude] if isinstance(exclude, Probes) else list(exclude or [])
+        seen = _PrefixIndex(excluded)
+        wanted = sum(sizes)
+        drawn: list[tuple[str, list[int]]] = []
+        order = _builtin_order(tags, seed)
+        for tag, text in order:
+            ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+            if not seen.shares_text(ids):
+                drawn.append((tag, ids[:max_length] if max_length else ids))
+                if len(drawn) == wanted:
+                    break
+        if len(drawn) < wanted:
+            have = f"{len(drawn)} of its {len(order)} texts are not in exclude" if excluded else f"it has {len(order)}"
+            raise InvalidArgument(f"sizes: {wanted} probes asked for in all; the built-in corpus has too few ({have})")
+        call = f"builtin_split(sizes={list(sizes)},max_length={max_length},seed={seed})"
+        apart = f", disjoint from {sum(len(p) for p in excluded)} probes" if excluded else ""
+        out, start = [], 0
+        for part, size in enumerate(sizes):
+            chosen = drawn[start:start + size]
+            start += size
+            out.append(cls(token_ids=[ids for _, ids in chosen], tags=[tag for tag, _ in chosen],
+                           name=f"{call}[{part}]{apart}"))
+        return out
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -219,6 +245,53 @@ class Probes:
                 ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
                 mask[row, : len(seq)] = 1
             yield ProbeBatch(units=units, input_ids=ids, attention_mask=mask)
+
+
+def _builtin_order(tags: Sequence[str] | None, seed: int) -> list[tuple[str, str]]:
+    """Every built-in ``(tag, text)`` in the order drawn for ``seed``: round-robin over the sorted tags."""
+    from .corpus import BUILTIN_SNIPPETS
+
+    pool = [(t, s) for t, s in BUILTIN_SNIPPETS if tags is None or t in tags]
+    if not pool:
+        raise InvalidArgument(f"tags: none of {list(tags or [])} is a built-in tag")
+    rng = random.Random(seed)
+    by_tag: dict[str, list[str]] = {}
+    for tag, text in pool:
+        by_tag.setdefault(tag, []).append(text)
+    for texts in by_tag.values():
+        rng.shuffle(texts)
+    order: list[tuple[str, str]] = []
+    tag_names = sorted(by_tag)
+    while any(by_tag.values()):
+        for tag in tag_names:
+            if by_tag[tag]:
+                order.append((tag, by_tag[tag].pop()))
+    return order
+
+
+class _PrefixIndex:
+    """Token-id sequences, looked up by whether one agrees with a query over the shorter length."""
+
+    def __init__(self, probe_sets: Sequence[Probes]) -> None:
+        # Every probe has at least 2 tokens, so the first two ids narrow a lookup to a few candidates.
+        self._by_start: dict[tuple[int, ...], list[list[int]]] = {}
+        for probes in probe_sets:
+            if not isinstance(probes, Probes) or not probes.is_tokens:
+                raise InvalidArgument(
+                    f"exclude: expected token Probes or a list of them, got {type(probes).__name__} "
+                    "(tensor probes hold no texts to exclude)"
+                )
+            for ids in probes.token_ids:
+                self._by_start.setdefault(tuple(ids[:2]), []).append(ids)
+
+    def shares_text(self, ids: Sequence[int]) -> bool:
+        """True when ``ids`` and an indexed sequence agree over the shorter one's length."""
+        ids = list(ids)
+        for other in self._by_start.get(tuple(ids[:2]), ()):
+            n = min(len(ids), len(other))
+            if ids[:n] == other[:n]:
+                return True
+        return False
 
 
 _TOKENIZERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()

@@ -158,10 +158,9 @@ def test_calibration_errors(llama):
 
 
 def test_claim3_temperature_calibration_on_default_model(hemorrhage_default_model):
-    from test_mitigate_dynamic_scaling import disjoint_probes
-
     model, tokenizer = hemorrhage_default_model
-    evaluation, calibration = disjoint_probes(tokenizer, 16, 64, 8, 64)
+    evaluation = Probes.builtin(tokenizer, n=16, max_length=64)
+    (calibration,) = Probes.builtin_split(tokenizer, (8,), max_length=64, seed=1, exclude=evaluation)
     baseline = DecodedModel(model, DecodingConfig(do_sample=True, top_k=50))
     candidate = DecodedModel(model, DecodingConfig(do_sample=True, temperature=0.7, top_k=50))
     result = calibrate_decoding(baseline, candidate, calibration)

@@ -193,23 +193,14 @@ def test_dynamic_scaling_rejects_what_it_cannot_rescale(llama):
 # ------------------------------------------------------------------ claim 2 on the default model
 
 
-def disjoint_probes(tokenizer, n_eval: int, eval_length: int, n_cal: int, cal_length: int):
-    from benchmarks.claims_scaling_decoding import disjoint_probes as build
-
-    evaluation, calibration = build(tokenizer, n_eval, eval_length, n_cal, cal_length)
-    eval_texts = {tokenizer.decode(ids[:cal_length]) for ids in evaluation.token_ids}
-    assert len(calibration) == n_cal
-    assert not eval_texts & {tokenizer.decode(ids) for ids in calibration.token_ids}
-    return evaluation, calibration
-
-
 def test_claim2_static_w8a8_is_repaired_on_default_model(hemorrhage_default_model):
-    from benchmarks.claims_scaling_decoding import calibration_tensor
-
     model, tokenizer = hemorrhage_default_model
-    evaluation, calibration = disjoint_probes(tokenizer, 16, 64, 8, 64)
+    evaluation = Probes.builtin(tokenizer, n=16, max_length=64)
+    (calibration,) = Probes.builtin_split(tokenizer, (8,), max_length=64, seed=1, exclude=evaluation)
+    # The calibration probes as one right-padded tensor, rows in probe order.
+    (padded,) = calibration.batches(len(calibration), pad_id=tokenizer.eos_token_id, order=range(len(calibration)))
     candidate = quantize(model, bits=8, granularity="per_tensor", activation="static_per_tensor",
-                         calibration=calibration_tensor(calibration, tokenizer.eos_token_id))
+                         calibration=padded.input_ids)
     result = dynamic_scaling(model, candidate, calibration, alphas=(0.5,))
     before = compare(model, candidate, evaluation, layers=None)
     after = compare(model, result.model, evaluation, layers=None)

@@ -74,5 +74,5 @@ def test_half_magnitude_pruning_report_names_first_bad_layer(hemorrhage, baselin
     # same sparsity with gradient-aware scores, and restoring layers. The best comes first.
     tried = {s["name"]: s for s in report.suggestions}
     assert "gradient_pruning" in tried
-    assert tried["gradient_pruning"]["after"] < tried["gradient_pruning"]["before"] / 2  # measured ~3.2 -> ~0.9
+    assert tried["gradient_pruning"]["after"] < tried["gradient_pruning"]["before"] / 2  # measured ~3.0 -> ~0.74
     assert any(line.startswith(("verified fix: ", "best mitigation tried")) for line in lines)

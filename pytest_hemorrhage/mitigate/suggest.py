@@ -88,12 +88,12 @@ def calibration_probes(baseline: Any, probes: Any) -> Any:
     tokenizer = tokenizer_for(model)
     evaluation = as_probes(probes, model)
     if tokenizer is not None and evaluation.is_tokens:
-        calib = Probes.builtin(tokenizer, n=CALIBRATION_PROBES, max_length=CALIBRATION_LENGTH,
-                               seed=CALIBRATION_SEED)
-        seen = {tuple(ids) for ids in evaluation.token_ids}
-        keep = [i for i, ids in enumerate(calib.token_ids) if tuple(ids) not in seen]
-        if keep:
-            return calib.subset(keep)
+        try:
+            (calib,) = Probes.builtin_split(tokenizer, (CALIBRATION_PROBES,), max_length=CALIBRATION_LENGTH,
+                                            seed=CALIBRATION_SEED, exclude=evaluation)
+        except InvalidArgument:  # the evaluation probes hold nearly the whole built-in corpus
+            return evaluation
+        return calib
     return evaluation
 
 
