@@ -14,6 +14,7 @@ import torch
 from benchmarks import gate_cases as gc
 from benchmarks.gate_cases import CASES, harmful_cases, harmless_cases
 from pytest_hemorrhage.comparison import compare
+from pytest_hemorrhage.models import default_model
 from pytest_hemorrhage.modify import DecodedModel
 from pytest_hemorrhage.probes import Probes
 from tiny_models import random_token_ids, tiny_llama
@@ -37,11 +38,6 @@ def gate_probes(hemorrhage_default_model):
     return Probes.builtin(hemorrhage_default_model[1], n=N_PROBES, max_length=MAX_LENGTH)
 
 
-@pytest.fixture(scope="module")
-def default_fingerprint(hemorrhage_default_model):
-    return _fingerprint(hemorrhage_default_model[0])
-
-
 def test_catalogue_size_and_names():
     assert len(harmless_cases()) >= 50 and len(harmful_cases()) >= 20
     names = [c.name for c in CASES]
@@ -49,7 +45,7 @@ def test_catalogue_size_and_names():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_gate_verdict(case, hemorrhage_default_model, gate_probes, default_fingerprint):
+def test_gate_verdict(case, hemorrhage_default_model, gate_probes):
     model, tokenizer = hemorrhage_default_model
     baseline, candidate, probes, kwargs = case.build(model, tokenizer, gate_probes)
     report = compare(baseline, candidate, probes, **kwargs)
@@ -60,9 +56,31 @@ def test_gate_verdict(case, hemorrhage_default_model, gate_probes, default_finge
         assert not report.passed, report.to_text()
 
 
-def test_the_default_model_was_never_modified(hemorrhage_default_model, default_fingerprint):
-    """Runs after the catalogue (file order): no builder or comparison changed the shared model."""
-    assert _fingerprint(hemorrhage_default_model[0]) == default_fingerprint
+def test_the_default_model_was_never_modified(hemorrhage_default_model):
+    """No builder or comparison changed the session's shared model: it still equals a fresh load.
+
+    The reference is loaded here, not taken when the session model was first used, so the check is
+    real in any test order and on any xdist worker (it covers what ran before it in this process).
+    """
+    fresh, _ = default_model()
+    assert fresh is not hemorrhage_default_model[0]
+    assert _fingerprint(hemorrhage_default_model[0]) == _fingerprint(fresh)
+
+
+def test_the_fingerprint_sees_weights_hooks_and_attention_implementation():
+    model = tiny_llama()
+    before = _fingerprint(model)
+    handle = model.model.layers[0].register_forward_hook(lambda *args: None)
+    assert _fingerprint(model) != before
+    handle.remove()
+    assert _fingerprint(model) == before
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] += 1e-3
+    assert _fingerprint(model) != before
+    other = tiny_llama()
+    assert _fingerprint(other) == before
+    other.config._attn_implementation = "sdpa" if other.config._attn_implementation == "eager" else "eager"
+    assert _fingerprint(other) != before
 
 
 # --------------------------------------------------------------------------- builders on a tiny Llama

@@ -213,10 +213,6 @@ class DecodedModel:
         """Forward to the wrapped model."""
         return self.model(*args, **kwargs)
 
-    def log_probs(self, logits: torch.Tensor, prev_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """:func:`effective_log_probs` under this config."""
-        return effective_log_probs(logits, self.config, prev_tokens)
-
     def generate(
         self, input_ids: torch.Tensor, max_new_tokens: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
