@@ -133,6 +133,34 @@ def test_document_parses_and_has_python_blocks(path: Path) -> None:
     assert not missed, f"{path.relative_to(ROOT)}: Python fences at lines {missed} were not parsed"
 
 
+def _anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    inside = (PARSED.get(path) or parse(path)).fences
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {_anchor(line.lstrip("#")) for n, line in enumerate(lines, 1)
+            if line.startswith("#") and not any(a < n < b for a, b in inside)}
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_lead_somewhere(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # an absolute URL
+        file, _, anchor = target.partition("#")
+        where = (path.parent / file).resolve() if file else path
+        if not where.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and where.suffix == ".md" and anchor not in _anchors(where):
+            broken.append(f"{target} (no such heading in {where.relative_to(ROOT)})")
+    assert not broken, f"{path.relative_to(ROOT)}: broken links: {broken}"
+
+
 def test_the_documents_are_found() -> None:
     names = {str(p.relative_to(ROOT)) for p in DOCUMENTS}
     assert {"README.md", "example_suites/README.md", "docs/README.md", "docs/architecture.md"} <= names
