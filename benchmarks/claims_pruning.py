@@ -34,7 +34,7 @@ def disjoint_probes(tokenizer: Any, sizes: tuple[int, ...], max_length: int, see
 
 
 def _metrics(baseline: Any, candidate: torch.nn.Module) -> dict[str, float]:
-    from pytest_hemorrhage.comparison import compare
+    from pytest_hemorrhage.engine import compare
 
     report = compare(baseline, candidate, layers=None)
     return {name: report.metrics[name].estimate for name in METRICS}

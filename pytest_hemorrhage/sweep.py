@@ -2,7 +2,7 @@
 
 The paper finds that damage grows as a power law of a modification's strength up to a
 transition point s*, and exponentially past it (quality "collapses"). :func:`sweep` measures a
-metric at each strength with :func:`~pytest_hemorrhage.comparison.compare`, fits that piecewise
+metric at each strength with :func:`~pytest_hemorrhage.engine.compare`, fits that piecewise
 curve in log space (:func:`fit_phase_transition`) and bisects the harshest strength that still
 passes the thresholds.
 
@@ -524,7 +524,7 @@ def sweep(
     """
     import torch.nn as nn
 
-    from .comparison import _resolve_thresholds, compare
+    from .engine import _resolve_thresholds, compare
     from .probes import as_probes
     from .thresholds import Thresholds
 

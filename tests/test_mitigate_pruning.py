@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_hemorrhage.comparison import compare
+from pytest_hemorrhage.engine import compare
 from pytest_hemorrhage.errors import InvalidArgument
 from pytest_hemorrhage.mitigate import Mitigation
 from pytest_hemorrhage.mitigate.gradient_pruning import (

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny_models import random_token_ids
 
-import pytest_hemorrhage.comparison as comparison
+import pytest_hemorrhage.engine as engine
 from pytest_hemorrhage.errors import HemorrhageError, InvalidArgument
 from pytest_hemorrhage.modify import prune
 from pytest_hemorrhage.probes import Probes
@@ -128,7 +128,7 @@ PROBES = [[1, 2, 3, 4]]
 
 def test_bisection_finds_planted_float_boundary(monkeypatch):
     compare, calls = fake_compare(lambda s: 0.01 * math.exp(5 * s))  # crosses 0.1 at ln(10)/5
-    monkeypatch.setattr(comparison, "compare", compare)
+    monkeypatch.setattr(engine, "compare", compare)
     boundary = math.log(10) / 5
     result = sweep(torch.nn.Linear(2, 2), lambda m, s: Dial(s), [0.1, 0.3, 0.5, 0.7, 0.9], PROBES, max_kl=0.1)
     assert result.harshest_passing <= boundary < result.mildest_failing
@@ -142,7 +142,7 @@ def test_bisection_finds_planted_float_boundary(monkeypatch):
 
 def test_bisection_tolerance_and_switch(monkeypatch):
     compare, calls = fake_compare(lambda s: 0.01 * math.exp(5 * s))
-    monkeypatch.setattr(comparison, "compare", compare)
+    monkeypatch.setattr(engine, "compare", compare)
     coarse = sweep(torch.nn.Linear(2, 2), lambda m, s: Dial(s), [0.1, 0.3, 0.5, 0.7], PROBES, max_kl=0.1,
                    tolerance=0.1)
     assert len(calls) == 4 + 1 and coarse.mildest_failing - coarse.harshest_passing == pytest.approx(0.1)
@@ -153,7 +153,7 @@ def test_bisection_tolerance_and_switch(monkeypatch):
 
 def test_bisection_over_integers_when_lower_is_harsher(monkeypatch):
     compare, calls = fake_compare(lambda b: 50 * 4.0**-b)  # passes max_kl=0.05 down to 5 bits
-    monkeypatch.setattr(comparison, "compare", compare)
+    monkeypatch.setattr(engine, "compare", compare)
     result = sweep(torch.nn.Linear(2, 2), lambda m, b: Dial(b), [8, 6, 4, 2], PROBES, max_kl=0.05,
                    harsher="lower")
     assert calls == [8, 6, 4, 2, 5]
@@ -165,7 +165,7 @@ def test_bisection_over_integers_when_lower_is_harsher(monkeypatch):
 
 def test_all_pass_and_none_pass(monkeypatch):
     compare, calls = fake_compare(lambda s: s)
-    monkeypatch.setattr(comparison, "compare", compare)
+    monkeypatch.setattr(engine, "compare", compare)
     grid = [0.1, 0.2, 0.3, 0.4]
     every = sweep(torch.nn.Linear(2, 2), lambda m, s: Dial(s), grid, PROBES, max_kl=1.0)
     assert (every.harshest_passing, every.mildest_failing) == (0.4, None) and len(calls) == 4
@@ -197,7 +197,7 @@ def test_tiny_llama_pruning_sweep(pruning_sweep, llama, tiny_probes):
         est, lo, hi = p.metrics["kl"]
         assert lo <= est <= hi and set(p.metrics) == {"kl", "top1", "ppl_ratio"}
         assert p.description and "magnit" in p.description.lower()
-    independent = comparison.compare(llama, prune(llama, sparsity=0.5), tiny_probes, max_kl=0.005, layers=None)
+    independent = engine.compare(llama, prune(llama, sparsity=0.5), tiny_probes, max_kl=0.005, layers=None)
     point = next(p for p in grid if p.strength == 0.5)
     assert point.metrics["kl"][0] == pytest.approx(independent.metrics["kl"].estimate, rel=1e-9)
     assert point.verdict == independent.verdict

@@ -8,7 +8,6 @@ repetition penalty) to the candidate's. A plain ``nn.Module`` side samples at te
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from typing import Any, Callable, Iterator, Sequence
@@ -22,6 +21,7 @@ from ..metrics.generation import sampling_kl
 from ..modify.composed import Composed
 from ..modify.decoding import DecodedModel, DecodingConfig, apply_repetition_penalty, effective_log_probs
 from ..probes import ProbeBatch, Probes, as_probes
+from ..sources.module import evaluating
 from . import Mitigation
 
 __all__ = ["sampling_kl_on_probes", "calibrate_decoding", "applies", "scored_logits", "DEFAULT_TOP_P_GRID"]
@@ -64,23 +64,6 @@ def _side(obj: Any, role: str) -> tuple[nn.Module, DecodingConfig]:
     )
 
 
-@contextlib.contextmanager
-def _evaluating(models: Sequence[nn.Module]) -> Iterator[None]:
-    """Eval mode for the block; each model's mode restored afterwards.
-
-    No autograd switch here: this wraps a generator's body, and a grad mode entered around a
-    ``yield`` would leak into the caller (it is thread state) for as long as the generator lives.
-    """
-    modes = [m.training for m in models]
-    try:
-        for m in models:
-            m.eval()
-        yield
-    finally:
-        for m, was in zip(models, modes):
-            m.train(was)
-
-
 def scored_logits(
     model: nn.Module,
     probes: Probes,
@@ -97,7 +80,7 @@ def scored_logits(
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InvalidArgument(f"batch_size={batch_size!r}; allowed: a positive integer")
     adapter = adapt(model, None, "lm")
-    with _evaluating([model]):
+    with evaluating(model):
         for batch in probes.batches(batch_size):
             if before_forward is not None:
                 before_forward(batch)

@@ -311,7 +311,7 @@ def dynamic_scaling(
     unquantized model the smoothed weights are built from. ``details["kl"]`` holds the KL of the
     candidate and of every variant tried; ``details["within_max_kl"]`` says whether the chosen
     one's calibration KL is inside ``thresholds``' ``max_kl`` (a ``Thresholds``, a dict or None for
-    the defaults). The check on evaluation probes is :func:`~pytest_hemorrhage.comparison.compare`'s job.
+    the defaults). The check on evaluation probes is :func:`~pytest_hemorrhage.engine.compare`'s job.
     """
     if not isinstance(baseline, nn.Module):
         raise InvalidArgument(f"baseline={type(baseline).__name__} is not a torch.nn.Module; allowed: an nn.Module")

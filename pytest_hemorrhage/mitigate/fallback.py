@@ -66,7 +66,7 @@ def sensitivity(baseline: nn.Module, candidate: nn.Module, names: list[str], pro
     One pass of the baseline over ``probes``; each module's candidate counterpart runs on the very
     input the baseline module received (its activation quantizer included), padding excluded.
     """
-    from ..comparison import _eval_mode, _pad_id
+    from ..sources.module import evaluating, pad_id
     from ..probes import as_probes
 
     probe_set = as_probes(probes, baseline)
@@ -92,9 +92,9 @@ def sensitivity(baseline: nn.Module, candidate: nn.Module, names: list[str], pro
     base = dict(baseline.named_modules())
     handles = [base[name].register_forward_hook(hook_for(name)) for name in names]
     try:
-        with _eval_mode({"baseline": baseline, "candidate": candidate}), torch.inference_mode():
+        with evaluating(roles={"baseline": baseline, "candidate": candidate}), torch.inference_mode():
             device = model_device(baseline)
-            for batch in probe_set.batches(batch_size, pad_id=_pad_id(baseline)):
+            for batch in probe_set.batches(batch_size, pad_id=pad_id(baseline)):
                 if batch.input_ids is not None:
                     state["mask"] = batch.attention_mask
                     baseline(batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
@@ -159,7 +159,7 @@ def fallback(
 ) -> Mitigation:
     """Restore the fewest most-sensitive modified linears to the baseline's weights so the gate passes.
 
-    ``thresholds``: as for :func:`~pytest_hemorrhage.comparison.compare` (None: the defaults).
+    ``thresholds``: as for :func:`~pytest_hemorrhage.engine.compare` (None: the defaults).
     ``max_layers``: the most modules that may be restored. Works on a copy: ``baseline`` and
     ``candidate`` are untouched. ``details`` holds ``restored`` (names, in rank order), ``n_modified``,
     ``kl_before``, ``kl_after``, ``compares`` (gate evaluations run, the first included),
@@ -167,7 +167,7 @@ def fallback(
     Raises :class:`InvalidArgument` when the structures differ (see :func:`applies`) and
     :class:`HemorrhageError` when restoring every modified linear (or ``max_layers`` of them) still fails.
     """
-    from ..comparison import compare
+    from ..engine import compare
 
     if not applies(baseline, candidate):
         raise InvalidArgument(

@@ -55,6 +55,7 @@ from ..modify._common import (
 )
 from ..modify.prune import importance_mask
 from ..probes import Probes, as_probes
+from ..sources.module import evaluating
 from . import Mitigation
 
 __all__ = [
@@ -198,24 +199,13 @@ def _input_norms(
             handle.remove()
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, was_training in modes:
-            module.training = was_training
-
-
 def _activation_sums(model: nn.Module, probes: Probes, batch_size: int) -> dict[str, torch.Tensor]:
     """Squared input norms per feature over all non-padding tokens, in eval mode without grad."""
     modules = _prunable(model)
     sums: dict[str, torch.Tensor] = {}
     mask: list[torch.Tensor | None] = [None]
     adapter = adapt(model, layers=None)
-    with _eval_mode(model), torch.no_grad(), _input_norms(modules, sums, mask):
+    with evaluating(model), torch.no_grad(), _input_norms(modules, sums, mask):
         for batch in probes.batches(batch_size):
             mask[0] = batch.attention_mask
             adapter.forward(batch)

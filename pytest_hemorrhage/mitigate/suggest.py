@@ -123,7 +123,7 @@ def suggest(
     tried (see :data:`MITIGATIONS`); ``calibration`` overrides the calibration probes. A
     mitigation that raises is left out with a warning naming it and the reason.
     """
-    from ..comparison import compare
+    from ..engine import compare
     from ..snapshot import Snapshot
 
     if isinstance(baseline, Snapshot):
