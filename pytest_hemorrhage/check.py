@@ -16,7 +16,7 @@ from .report import Report
 from .snapshot import Snapshot
 from .thresholds import Thresholds
 
-__all__ = ["assert_no_hemorrhage", "explain"]
+__all__ = ["assert_no_hemorrhage", "explain", "run_check"]
 
 
 def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *, suggest: bool = True,
@@ -45,6 +45,30 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
     return report
 
 
+def run_check(
+    baseline: Any,
+    candidate: Any,
+    probes: Any = None,
+    *,
+    thresholds: Thresholds | Mapping[str, Any] | None = None,
+    layers: Any = "auto",
+    suggest: bool = True,
+    **kwargs: Any,
+) -> Report:
+    """Compare and, when the check does not pass, explain why (diagnosis, verified mitigations).
+
+    Never raises on a failing verdict: front ends decide how to fail (an AssertionError in the
+    library and pytest, an exit code in the command line). Keyword arguments are those of
+    :func:`~pytest_hemorrhage.engine.compare`, threshold overrides included; ``batch_size`` and
+    ``device`` are used again when mitigations are re-measured.
+    """
+    report = compare(baseline, candidate, probes, thresholds=thresholds, layers=layers, **kwargs)
+    if not report.passed:
+        rerun = {k: kwargs[k] for k in ("batch_size", "device") if k in kwargs}
+        explain(report, baseline, candidate, probes, suggest=suggest, layers=layers, **rerun)
+    return report
+
+
 def assert_no_hemorrhage(
     baseline: Any,
     candidate: Any,
@@ -61,9 +85,8 @@ def assert_no_hemorrhage(
     message names the vulnerability pattern found and, unless ``suggest=False`` (faster), the
     best mitigation that was tried on copies and re-measured. Returns the report when it passes.
     """
-    report = compare(baseline, candidate, probes, thresholds=thresholds, layers=layers, **kwargs)
+    report = run_check(baseline, candidate, probes, thresholds=thresholds, layers=layers, suggest=suggest,
+                       **kwargs)
     if not report.passed:
-        rerun = {k: kwargs[k] for k in ("batch_size", "device") if k in kwargs}
-        explain(report, baseline, candidate, probes, suggest=suggest, layers=layers, **rerun)
         raise HemorrhageDetected(report.to_text(), report)
     return report
