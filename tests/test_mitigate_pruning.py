@@ -1,4 +1,4 @@
-"""Pruning mitigations: importance scores (magnitude, Wanda, gradient-aware) and re-pruning."""
+"""Importance pruning (magnitude, Wanda, gradient-aware scores) and the mitigation that re-prunes with it."""
 
 from __future__ import annotations
 
@@ -12,17 +12,10 @@ from torch import nn
 from pytest_hemorrhage.engine import compare
 from pytest_hemorrhage.errors import InvalidArgument
 from pytest_hemorrhage.mitigate import Mitigation
-from pytest_hemorrhage.mitigate.gradient_pruning import (
-    DEFAULT_ALPHA,
-    ImportancePruning,
-    applies,
-    candidate_sparsity,
-    gradient_aware_pruning,
-    prune_by_importance,
-    pruning_scores,
-)
+from pytest_hemorrhage.mitigate.gradient_pruning import applies, candidate_sparsity, gradient_aware_pruning
 from pytest_hemorrhage.modify import Composed, PruningConfig, QuantizationConfig, prune, quantize
 from pytest_hemorrhage.modify._common import is_conv1d, linear_modules, weight_out_in
+from pytest_hemorrhage.modify.importance import DEFAULT_ALPHA, ImportancePruning, prune_by_importance, pruning_scores
 from pytest_hemorrhage.probes import Probes
 from pytest_hemorrhage.snapshot import record_snapshot
 from tiny_models import random_token_ids
