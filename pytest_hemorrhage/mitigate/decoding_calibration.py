@@ -22,9 +22,11 @@ from ..modify.composed import Composed
 from ..modify.decoding import DecodedModel, DecodingConfig, apply_repetition_penalty, effective_log_probs
 from ..probes import ProbeBatch, Probes, as_probes
 from ..sources.module import evaluating
-from . import Mitigation
+from . import Applies, Mitigation, SimpleMitigator
 
-__all__ = ["sampling_kl_on_probes", "calibrate_decoding", "applies", "scored_logits", "DEFAULT_TOP_P_GRID"]
+__all__ = [
+    "sampling_kl_on_probes", "calibrate_decoding", "applies", "scored_logits", "DEFAULT_TOP_P_GRID", "MITIGATOR",
+]
 
 #: top-p values tried by ``calibrate_decoding(..., fit_top_p=True)`` (the candidate's own is added).
 DEFAULT_TOP_P_GRID: tuple[float, ...] = (0.8, 0.9, 0.95, 0.98, 1.0)
@@ -132,6 +134,19 @@ def applies(candidate: Any) -> bool:
     if isinstance(candidate, DecodedModel):
         return isinstance(candidate.model, nn.Module) and candidate.config.do_sample
     return isinstance(candidate, nn.Module)
+
+
+def _decoding_change(candidate: Any) -> Applies:
+    """Whether ``suggest`` should refit: only a decoding change, since a temperature cannot undo
+    damage to the weights (:func:`calibrate_decoding` itself also takes a plain module)."""
+    if not isinstance(candidate, DecodedModel):
+        return Applies.no("the candidate is no decoding change (DecodedModel): a refit temperature "
+                          "cannot undo changed weights")
+    if not isinstance(candidate.model, nn.Module):
+        return Applies.no(f"the candidate wraps a {type(candidate.model).__name__}, not an nn.Module")
+    if not candidate.config.do_sample:
+        return Applies.no("the candidate decodes greedily: there is no temperature to refit")
+    return Applies.yes()
 
 
 @dataclasses.dataclass
@@ -273,3 +288,14 @@ def calibrate_decoding(
         "tried": tried,
     }
     return Mitigation("decoding_calibration", _replaced(candidate, fitted), description, details)
+
+
+def _mitigate(baseline: Any, candidate: Any, calibration: Any, thresholds: Any, *,
+              probes: Any = None, **options: Any) -> Mitigation:
+    return calibrate_decoding(baseline, candidate, calibration, **options)
+
+
+#: :func:`calibrate_decoding` as a :class:`~pytest_hemorrhage.mitigate.Mitigator`.
+MITIGATOR = SimpleMitigator(
+    "decoding_calibration", lambda baseline, candidate: _decoding_change(candidate), _mitigate
+)

@@ -32,7 +32,7 @@ from ..modify.quantize import (
 )
 from ..probes import ProbeBatch, Probes, as_probes
 from ..thresholds import Thresholds
-from . import Mitigation
+from . import Applies, Mitigation, SimpleMitigator
 from .decoding_calibration import scored_logits
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "dynamic_scaling",
     "applies",
     "DEFAULT_ALPHAS",
+    "MITIGATOR",
 ]
 
 DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 0.85)
@@ -246,15 +247,20 @@ def _build_smoothed(
     return work
 
 
+def _rescalable(candidate: Any) -> Applies:
+    config = getattr(candidate, MODIFICATION_ATTR, None)
+    if not isinstance(candidate, nn.Module) or not isinstance(config, QuantizationConfig):
+        return Applies.no("the candidate is not a model from quantize(...)")
+    if config.activation is None and config.granularity != "per_tensor":
+        return Applies.no(f"the candidate ({config}) has neither quantized activations nor "
+                          "per-tensor weight scales: nothing to rescale")
+    return Applies.yes()
+
+
 def applies(candidate: Any) -> bool:
     """True for a model quantized by a :class:`QuantizationConfig` with activation quantization,
     or with per-tensor weights only."""
-    config = getattr(candidate, MODIFICATION_ATTR, None)
-    return (
-        isinstance(candidate, nn.Module)
-        and isinstance(config, QuantizationConfig)
-        and (config.activation is not None or config.granularity == "per_tensor")
-    )
+    return bool(_rescalable(candidate))
 
 
 def _dynamic_copy(candidate: nn.Module, config: QuantizationConfig) -> nn.Module:
@@ -373,3 +379,12 @@ def dynamic_scaling(
         "n_tokens": sum(t.shape[0] for t in base_logps),
     }
     return Mitigation("dynamic_scaling", model, description, details)
+
+
+def _mitigate(baseline: nn.Module, candidate: nn.Module, calibration: Any, thresholds: Any, *,
+              probes: Any = None, **options: Any) -> Mitigation:
+    return dynamic_scaling(baseline, candidate, calibration, thresholds=thresholds, **options)
+
+
+#: :func:`dynamic_scaling` as a :class:`~pytest_hemorrhage.mitigate.Mitigator`.
+MITIGATOR = SimpleMitigator("dynamic_scaling", lambda baseline, candidate: _rescalable(candidate), _mitigate)

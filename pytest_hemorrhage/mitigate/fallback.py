@@ -17,15 +17,29 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine import compare
 from ..errors import HemorrhageError, InvalidArgument
 from ..modify._common import linear_modules, model_device
 from ..modify.quantize import ACTIVATION_QUANT_ATTR
-from . import Mitigation
+from ..probes import as_probes
+from ..sources.module import evaluating, pad_id
+from . import Applies, Mitigation, SimpleMitigator
 
-__all__ = ["fallback", "applies", "modified_linears", "sensitivity"]
+__all__ = ["fallback", "applies", "modified_linears", "sensitivity", "MITIGATOR"]
 
 # How many restored names the description lists before "…".
 _NAMES_SHOWN = 6
+
+
+def _same_structure(baseline: Any, candidate: Any) -> Applies:
+    for role, model in (("baseline", baseline), ("candidate", candidate)):
+        if not isinstance(model, nn.Module):
+            return Applies.no(f"the {role} is a {type(model).__name__}, not an nn.Module with weights to restore")
+    shapes_b = {n: tuple(p.shape) for n, p in baseline.named_parameters()}
+    shapes_c = {n: tuple(p.shape) for n, p in candidate.named_parameters()}
+    if shapes_b != shapes_c:
+        return Applies.no("baseline and candidate differ in parameter names or shapes: no module to restore one by one")
+    return Applies.yes()
 
 
 def applies(baseline: Any, candidate: Any) -> bool:
@@ -34,11 +48,7 @@ def applies(baseline: Any, candidate: Any) -> bool:
     Anything else (dropped or inserted blocks, low-rank factors that replace a linear) has no
     module-by-module counterpart to restore.
     """
-    if not isinstance(baseline, nn.Module) or not isinstance(candidate, nn.Module):
-        return False
-    shapes_b = {n: tuple(p.shape) for n, p in baseline.named_parameters()}
-    shapes_c = {n: tuple(p.shape) for n, p in candidate.named_parameters()}
-    return shapes_b == shapes_c
+    return bool(_same_structure(baseline, candidate))
 
 
 def _differs(base: nn.Module, cand: nn.Module) -> bool:
@@ -66,9 +76,6 @@ def sensitivity(baseline: nn.Module, candidate: nn.Module, names: list[str], pro
     One pass of the baseline over ``probes``; each module's candidate counterpart runs on the very
     input the baseline module received (its activation quantizer included), padding excluded.
     """
-    from ..sources.module import evaluating, pad_id
-    from ..probes import as_probes
-
     probe_set = as_probes(probes, baseline)
     cand = dict(candidate.named_modules())
     sums = {name: torch.zeros(2, dtype=torch.float64) for name in names}
@@ -167,8 +174,6 @@ def fallback(
     Raises :class:`InvalidArgument` when the structures differ (see :func:`applies`) and
     :class:`HemorrhageError` when restoring every modified linear (or ``max_layers`` of them) still fails.
     """
-    from ..engine import compare
-
     if not applies(baseline, candidate):
         raise InvalidArgument(
             "fallback: baseline and candidate differ in structure (parameter names or shapes: dropped or "
@@ -246,3 +251,14 @@ def fallback(
 def _kl_text(report: Any) -> str:
     kl = _kl(report)
     return "n/a" if kl is None else f"{kl:.3g}"
+
+
+def _mitigate(baseline: nn.Module, candidate: nn.Module, calibration: Any, thresholds: Any, *,
+              probes: Any = None, **options: Any) -> Mitigation:
+    # The search is against the check itself, so it runs on the probes that judge the result
+    # (None: the built-in set, as for compare).
+    return fallback(baseline, candidate, probes, thresholds, **options)
+
+
+#: :func:`fallback` as a :class:`~pytest_hemorrhage.mitigate.Mitigator`.
+MITIGATOR = SimpleMitigator("fallback", _same_structure, _mitigate)

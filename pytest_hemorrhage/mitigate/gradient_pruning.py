@@ -25,7 +25,7 @@ from ..modify.importance import (
     prune_by_importance,
     pruning_scores,
 )
-from . import Mitigation
+from . import Applies, Mitigation, SimpleMitigator
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -35,7 +35,12 @@ __all__ = [
     "applies",
     "candidate_sparsity",
     "measured_sparsity",
+    "MITIGATOR",
 ]
+
+
+# The zero fraction from which an unrecorded candidate counts as pruned.
+_MIN_SPARSITY = 0.01
 
 
 def _unstructured_steps(record: Any) -> list[Modification]:
@@ -77,21 +82,31 @@ def candidate_sparsity(candidate: nn.Module) -> tuple[float, str]:
     return measured_sparsity(candidate), "measured"
 
 
+def _unstructured_pruning(candidate: Any) -> Applies:
+    if not isinstance(candidate, nn.Module):
+        return Applies.no(f"the candidate is a {type(candidate).__name__}, not a pruned nn.Module")
+    record = getattr(candidate, MODIFICATION_ATTR, None)
+    if record is not None:
+        if _unstructured_steps(record):
+            return Applies.yes()
+        return Applies.no(f"the candidate's modification ({record}) is not unstructured pruning")
+    try:
+        sparsity = measured_sparsity(candidate)
+    except InvalidArgument as exc:
+        return Applies.no(str(exc))
+    if sparsity >= _MIN_SPARSITY:
+        return Applies.yes()
+    return Applies.no(f"{sparsity:.1%} of the candidate's prunable weights are zero, "
+                      f"less than the {_MIN_SPARSITY:.0%} of a pruned model")
+
+
 def applies(candidate: Any) -> bool:
     """True for unstructured pruning candidates.
 
     That is: the recorded modification (or a step of a composed one) is unstructured magnitude
     or importance pruning; or, with no record, at least 1 % of the prunable weights are exactly 0.
     """
-    if not isinstance(candidate, nn.Module):
-        return False
-    record = getattr(candidate, MODIFICATION_ATTR, None)
-    if record is not None:
-        return bool(_unstructured_steps(record))
-    try:
-        return measured_sparsity(candidate) >= 0.01
-    except InvalidArgument:
-        return False
+    return bool(_unstructured_pruning(candidate))
 
 
 def gradient_aware_pruning(
@@ -148,3 +163,14 @@ def gradient_aware_pruning(
             "n_probes": n_probes,
         },
     )
+
+
+def _mitigate(baseline: nn.Module, candidate: nn.Module, calibration: Any, thresholds: Any, *,
+              probes: Any = None, **options: Any) -> Mitigation:
+    return gradient_aware_pruning(baseline, candidate, calibration, **options)
+
+
+#: :func:`gradient_aware_pruning` as a :class:`~pytest_hemorrhage.mitigate.Mitigator`.
+MITIGATOR = SimpleMitigator(
+    "gradient_pruning", lambda baseline, candidate: _unstructured_pruning(candidate), _mitigate
+)
