@@ -289,11 +289,12 @@ def test_errors_name_the_cause_and_the_fix(llama: nn.Module, gpt2: nn.Module) ->
         pruning_scores(nn.Sequential(nn.Embedding(10, 4)), method="magnitude")
     with pytest.raises(InvalidArgument, match="no nn.Linear/Conv1D"):
         gradient_aware_pruning(nn.Sequential(nn.ReLU()), candidate, _probes())
-    with pytest.raises(InvalidArgument, match="method='obs' is not allowed"):
+    # Bad arguments read "{name}: must be {what}, got {value}" (pytest_hemorrhage.arguments).
+    with pytest.raises(InvalidArgument, match="method: must be one of 'gradient', 'wanda', 'magnitude', got 'obs'"):
         pruning_scores(llama, _probes(), "obs")
-    with pytest.raises(InvalidArgument, match="group='column' is not allowed"):
+    with pytest.raises(InvalidArgument, match="group: must be one of 'row', 'layer', got 'column'"):
         prune_by_importance(llama, 0.5, method="magnitude", group="column")
-    with pytest.raises(InvalidArgument, match="alpha=-1"):
+    with pytest.raises(InvalidArgument, match="alpha: must be a number >= 0, got -1"):
         pruning_scores(llama, _probes(), alpha=-1)
     with pytest.raises(InvalidArgument, match="not a pruned model"):
         gradient_aware_pruning(llama, copy.deepcopy(llama), _probes())

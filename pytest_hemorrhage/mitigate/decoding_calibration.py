@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..capture import adapt
-from ..errors import HemorrhageError, InvalidArgument
+from ..arguments import flag, must_be, positive_int
+from ..errors import HemorrhageError
 from ..metrics.generation import sampling_kl
 from ..modify.composed import Composed
 from ..modify.decoding import DecodedModel, DecodingConfig, apply_repetition_penalty, effective_log_probs
@@ -43,10 +44,9 @@ def _token_probes(probes: Any, baseline: Any) -> Probes:
     module = baseline.model if isinstance(baseline, DecodedModel) else baseline
     probe_set = as_probes(probes, module)
     if not probe_set.is_tokens:
-        raise InvalidArgument(
-            "probes: sampling distributions need token probes; pass Probes.builtin(tokenizer), "
-            "Probes.from_texts(...) or token-id lists, not tensor inputs"
-        )
+        raise must_be("probes", "token probes (sampling distributions are over a vocabulary)",
+                      got="probes of input tensors",
+                      fix="pass Probes.builtin(tokenizer), Probes.from_texts(...) or token-id lists")
     return probe_set
 
 
@@ -54,16 +54,11 @@ def _side(obj: Any, role: str) -> tuple[nn.Module, DecodingConfig]:
     """(module, decoding config) of one side; a plain module samples at temperature 1."""
     if isinstance(obj, DecodedModel):
         if not isinstance(obj.model, nn.Module):
-            raise InvalidArgument(
-                f"{role}: DecodedModel wraps {type(obj.model).__name__}; allowed: a DecodedModel of an nn.Module"
-            )
+            raise must_be(role, "a DecodedModel of an nn.Module", got=f"a DecodedModel of a {type(obj.model).__name__}")
         return obj.model, obj.config
     if isinstance(obj, nn.Module):
         return obj, _PLAIN_SAMPLING
-    raise InvalidArgument(
-        f"{role}={type(obj).__name__}; allowed: an nn.Module (sampled at temperature 1) or a DecodedModel "
-        "(model plus DecodingConfig)"
-    )
+    raise must_be(role, "an nn.Module (sampled at temperature 1) or a DecodedModel (model plus DecodingConfig)", obj)
 
 
 def scored_logits(
@@ -79,8 +74,7 @@ def scored_logits(
     Each forward runs in eval mode under ``inference_mode`` (never across a ``yield``); ``before_forward(batch)`` is called before each
     forward pass (e.g. to tell hooks which positions are padding).
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InvalidArgument(f"batch_size={batch_size!r}; allowed: a positive integer")
+    positive_int("batch_size", batch_size)
     adapter = adapt(model, None, "lm")
     with evaluating(model):
         for batch in probes.batches(batch_size):
@@ -192,12 +186,13 @@ def _fit_temperature(cache: _Cache, config: DecodingConfig) -> float:
 
 
 def _check_top_p_grid(grid: Sequence[float]) -> tuple[float, ...]:
+    what = "a non-empty sequence of numbers in (0, 1]"
     try:
         values = tuple(float(v) for v in grid)
     except (TypeError, ValueError):
-        raise InvalidArgument(f"top_p_grid={grid!r}; allowed: a sequence of numbers in (0, 1]") from None
+        raise must_be("top_p_grid", what, grid) from None
     if not values or any(not 0.0 < v <= 1.0 for v in values):
-        raise InvalidArgument(f"top_p_grid={grid!r}; allowed: a non-empty sequence of numbers in (0, 1]")
+        raise must_be("top_p_grid", what, grid)
     return values
 
 
@@ -237,17 +232,12 @@ def calibrate_decoding(
     is kept when no fit beats it.
     """
     if not applies(candidate):
+        what = "a sampling DecodedModel or an nn.Module (sampled at temperature 1)"
         if isinstance(candidate, DecodedModel) and not candidate.config.do_sample:
-            raise InvalidArgument(
-                "candidate decodes greedily (do_sample=False): there is no sampling temperature to calibrate; "
-                "pass a sampling DecodedModel (DecodingConfig(do_sample=True, ...)) or an nn.Module"
-            )
-        raise InvalidArgument(
-            f"candidate={type(candidate).__name__} is not a decoding change; allowed: a sampling DecodedModel "
-            "or an nn.Module (sampled at temperature 1)"
-        )
-    if not isinstance(fit_top_p, bool):
-        raise InvalidArgument(f"fit_top_p={fit_top_p!r} is not a bool; allowed: True or False")
+            raise must_be("candidate", what, got="a DecodedModel that decodes greedily (do_sample=False)",
+                          fix="there is no sampling temperature to calibrate; pass DecodingConfig(do_sample=True, ...)")
+        raise must_be("candidate", what, candidate)
+    flag("fit_top_p", fit_top_p)
     _side(baseline, "baseline")
     grid = _check_top_p_grid(top_p_grid) if fit_top_p else ()
     probe_set = _token_probes(probes, baseline)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..arguments import positive_int
 from ..engine import compare
 from ..errors import HemorrhageError, InvalidArgument
 from ..modify._common import linear_modules, model_device
@@ -180,8 +181,8 @@ def fallback(
             "inserted blocks, replaced layers), so there is no module to restore one by one; allowed: a "
             "candidate with the baseline's modules and shapes (quantized or pruned weights)"
         )
-    if max_layers is not None and (isinstance(max_layers, bool) or not isinstance(max_layers, int) or max_layers < 1):
-        raise InvalidArgument(f"max_layers={max_layers!r}; allowed: None or a positive integer")
+    if max_layers is not None:
+        positive_int("max_layers", max_layers, fix="or None to allow restoring every modified linear")
 
     def gate(model: nn.Module) -> Any:
         return compare(baseline, model, probes, thresholds, layers=None, batch_size=batch_size)

@@ -13,9 +13,10 @@ from typing import Any
 
 from torch import nn
 
+from ..arguments import must_be, number, one_of
 from ..errors import InvalidArgument
 from ..modify import Composed, PruningConfig
-from ..modify._common import DEFAULT_SKIP, MODIFICATION_ATTR, Modification, check_choice, check_float, weight_out_in
+from ..modify._common import DEFAULT_SKIP, MODIFICATION_ATTR, Modification, weight_out_in
 from ..modify.importance import (
     DEFAULT_ALPHA,
     METHODS,
@@ -125,11 +126,11 @@ def gradient_aware_pruning(
     result). Neither model is modified. Returns a :class:`Mitigation` named
     ``"gradient_pruning"`` whose details hold sparsity, its source, method, alpha, group and n_probes.
     """
-    check_choice(method, "method", METHODS)
-    alpha = check_float(alpha, "alpha", 0.0)
+    one_of("method", method, METHODS)
+    alpha = number("alpha", alpha, 0.0)
     prunable_linears(baseline)
     if not isinstance(candidate, nn.Module):
-        raise InvalidArgument(f"candidate={type(candidate).__name__} is not a torch.nn.Module; allowed: an nn.Module")
+        raise must_be("candidate", "a torch.nn.Module", candidate)
     probe_set = calibration_token_probes(probes, method) if method != "magnitude" else None
     sparsity, source = candidate_sparsity(candidate)
     if sparsity == 0.0:

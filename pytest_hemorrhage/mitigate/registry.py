@@ -6,7 +6,7 @@ user's own (any :class:`~pytest_hemorrhage.mitigate.Mitigator`), :func:`unregist
 
 from __future__ import annotations
 
-from ..errors import InvalidArgument
+from ..arguments import must_be
 from . import Mitigator
 from . import decoding_calibration, dynamic_scaling, fallback, gradient_pruning
 
@@ -24,16 +24,12 @@ def register(mitigator: Mitigator, *, replace: bool = False) -> Mitigator:
     name = getattr(mitigator, "name", None)
     methods = (getattr(mitigator, method, None) for method in ("applies", "mitigate"))
     if not isinstance(name, str) or not name or not all(callable(m) for m in methods):
-        raise InvalidArgument(
-            f"mitigator: must be an object with a name (a non-empty str), applies(baseline, candidate) and "
-            f"mitigate(baseline, candidate, calibration, thresholds, *, probes, **options), got {mitigator!r}; "
-            "see pytest_hemorrhage.mitigate for an example"
-        )
+        raise must_be("mitigator", "an object with a name (a non-empty str), applies(baseline, candidate) and "
+                      "mitigate(baseline, candidate, calibration, thresholds, *, probes, **options)", mitigator,
+                      "see pytest_hemorrhage.mitigate for an example")
     if name in MITIGATIONS and not replace:
-        raise InvalidArgument(
-            f"mitigator: must have a name not yet registered, got {name!r}; "
-            "pass replace=True to replace the registered one, or choose another name"
-        )
+        raise must_be("mitigator", "named unlike the registered ones", got=repr(name),
+                      fix="pass replace=True to replace the registered one, or choose another name")
     MITIGATIONS[name] = mitigator
     return mitigator
 
@@ -41,7 +37,7 @@ def register(mitigator: Mitigator, *, replace: bool = False) -> Mitigator:
 def unregister(name: str) -> Mitigator:
     """Remove the mitigation called ``name``; returns it."""
     if name not in MITIGATIONS:
-        raise InvalidArgument(f"name: must be a registered mitigation ({', '.join(MITIGATIONS)}), got {name!r}")
+        raise must_be("name", f"a registered mitigation ({', '.join(MITIGATIONS)})", name)
     return MITIGATIONS.pop(name)
 
 

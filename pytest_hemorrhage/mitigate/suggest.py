@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..arguments import must_be
 from ..engine import compare
 from ..errors import HemorrhageError, InvalidArgument
 from ..probes import Probes, as_probes, tokenizer_for
@@ -75,7 +76,8 @@ def _chosen(names: list[str] | None) -> list[Mitigator]:
         return list(MITIGATIONS.values())
     unknown = [n for n in names if n not in MITIGATIONS]
     if unknown:
-        raise InvalidArgument(f"mitigations: unknown {unknown}; allowed: {sorted(MITIGATIONS)}")
+        raise must_be("mitigations", f"names of registered mitigations ({', '.join(MITIGATIONS)})", names,
+                      f"unknown: {', '.join(map(repr, unknown))}")
     return [MITIGATIONS[n] for n in names]
 
 

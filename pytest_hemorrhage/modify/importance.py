@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..arguments import fraction, must_be, number, one_of, positive_int
 from ..capture import adapt
 from ..errors import InvalidArgument
 from ..probes import Probes, as_probes
@@ -46,9 +47,6 @@ from ._common import (
     DEFAULT_SKIP,
     MODIFICATION_ATTR,
     Modification,
-    check_choice,
-    check_float,
-    check_int,
     copy_model,
     linear_modules,
     select_linears,
@@ -100,10 +98,10 @@ class ImportancePruning(Modification):
     kind = "importance_prune"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sparsity", check_float(self.sparsity, "sparsity", 0.0, 1.0, high_open=True))
-        check_choice(self.method, "method", METHODS)
-        check_choice(self.group, "group", GROUPS)
-        alpha = check_float(self.alpha, "alpha", 0.0)
+        object.__setattr__(self, "sparsity", fraction("sparsity", self.sparsity, high_open=True))
+        one_of("method", self.method, METHODS)
+        one_of("group", self.group, GROUPS)
+        alpha = number("alpha", self.alpha, 0.0)
         object.__setattr__(self, "alpha", alpha if self.method == "gradient" else 0.0)
 
     def apply(self, model: nn.Module, inplace: bool = False, calibration: torch.Tensor | None = None) -> nn.Module:
@@ -139,7 +137,7 @@ class ImportancePruning(Modification):
 def prunable_linears(model: Any) -> list[tuple[str, nn.Module]]:
     """The linears importance pruning prunes (those :func:`~pytest_hemorrhage.modify.prune` would)."""
     if not isinstance(model, nn.Module):
-        raise InvalidArgument(f"model={type(model).__name__} is not a torch.nn.Module; allowed: an nn.Module")
+        raise must_be("model", "a torch.nn.Module", model)
     if not linear_modules(model):
         raise InvalidArgument(
             f"model={type(model).__name__} has no nn.Linear/Conv1D layer to prune; "
@@ -303,10 +301,6 @@ def _gradient_and_activation_sums(
     return grad_sums, act_sums
 
 
-def _check_batch_size(batch_size: Any) -> int:
-    return check_int(batch_size, "batch_size", 1)
-
-
 def pruning_scores(
     model: nn.Module,
     probes: Any = None,
@@ -322,9 +316,9 @@ def pruning_scores(
     (``|W|``, needs no probes), ``"wanda"`` (``|W|·‖X‖``) or ``"gradient"``
     (``|W|·(‖X‖ + alpha·‖G‖)``), see the module docs. ``model`` is not modified.
     """
-    check_choice(method, "method", METHODS)
-    alpha = check_float(alpha, "alpha", 0.0)
-    _check_batch_size(batch_size)
+    one_of("method", method, METHODS)
+    alpha = number("alpha", alpha, 0.0)
+    positive_int("batch_size", batch_size)
     modules = prunable_linears(model)
     magnitudes = {name: weight_out_in(m).detach().abs().float() for name, m in modules}
     if method == "magnitude":
@@ -360,7 +354,7 @@ def prune_by_importance(
     carries an :class:`ImportancePruning` as ``hemorrhage_modification``.
     """
     config = ImportancePruning(sparsity=sparsity, method=method, alpha=alpha, group=group)
-    _check_batch_size(batch_size)
+    positive_int("batch_size", batch_size)
     if scores is None:
         scores = pruning_scores(model, probes, method, alpha=config.alpha, batch_size=batch_size)
     target = copy_model(model, inplace)
