@@ -22,7 +22,7 @@ METRICS = ("kl", "ppl_ratio", "top1")
 
 
 def _metrics(baseline: Any, candidate: torch.nn.Module) -> dict[str, float]:
-    from pytest_hemorrhage.comparison import compare
+    from pytest_hemorrhage.engine import compare
 
     report = compare(baseline, candidate, layers=None)
     return {name: report.metrics[name].estimate for name in METRICS}
@@ -41,7 +41,7 @@ def _recorded(model: torch.nn.Module, probes: Any) -> Any:
 
 def run(n_eval: int = 32, max_length: int = 128, n_calib: int = 16) -> dict:
     """Each method at each sparsity: KL, PPL ratio and top-1 agreement on ``n_eval`` held-out probes."""
-    from pytest_hemorrhage.mitigate.gradient_pruning import DEFAULT_ALPHA, prune_by_importance, pruning_scores
+    from pytest_hemorrhage.modify.importance import DEFAULT_ALPHA, prune_by_importance, pruning_scores
     from pytest_hemorrhage.models import default_model
     from pytest_hemorrhage.modify import prune
 
@@ -79,9 +79,9 @@ def alpha_sweep(
     first ``n_calib + 32`` (this sweep uses the slice after them), so choosing alpha here does
     not fit the reported table.
     """
-    from pytest_hemorrhage.mitigate.gradient_pruning import (
+    from pytest_hemorrhage.modify.importance import (
         _gradient_and_activation_sums,
-        _prunable,
+        prunable_linears,
         prune_by_importance,
     )
     from pytest_hemorrhage.modify._common import weight_out_in
@@ -91,7 +91,7 @@ def alpha_sweep(
     _skip, calib, held_out = Probes.builtin_split(tokenizer, (n_calib + 32, n_calib, n_eval), max_length=max_length)
     baseline = _recorded(model, held_out)
     grads, acts = _gradient_and_activation_sums(model, calib, 8)
-    magnitudes = {name: weight_out_in(m).detach().abs().float() for name, m in _prunable(model)}
+    magnitudes = {name: weight_out_in(m).detach().abs().float() for name, m in prunable_linears(model)}
     out: dict[str, Any] = {}
     for alpha in alphas:
         scores = {n: mag * (acts[n].sqrt() + alpha * grads[n].sqrt()) for n, mag in magnitudes.items()}

@@ -49,7 +49,7 @@ def _row(report: Any) -> dict[str, Any]:
 
 
 def claim2(model: Any, evaluation: Any, calibration: Any, pad_id: int) -> dict[str, Any]:
-    from pytest_hemorrhage.comparison import compare
+    from pytest_hemorrhage.engine import compare
     from pytest_hemorrhage.mitigate.dynamic_scaling import dynamic_scaling
     from pytest_hemorrhage.modify import quantize
 

@@ -18,7 +18,7 @@ RESULTS = Path(__file__).parent / "results" / "gate_rates.json"
 
 
 def _case_row(case: Any, model: Any, tokenizer: Any, probes: Any, device: str | None) -> dict[str, Any]:
-    from pytest_hemorrhage.comparison import compare
+    from pytest_hemorrhage.engine import compare
 
     start = time.perf_counter()
     row: dict[str, Any] = {"name": case.name, "kind": case.kind, "description": case.description}

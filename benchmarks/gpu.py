@@ -192,11 +192,12 @@ def timelines(fns: dict, out_dir: str | None = None) -> dict:
 def host_setup_ms(base, cand, probes, repeats: int = 20) -> dict:
     """Host milliseconds of a comparison's fixed work: the pair checks, finding the blocks, eval mode, identity."""
     from pytest_hemorrhage.capture import adapt
-    from pytest_hemorrhage.comparison import _eval_mode, _identity, check_pair
+    from pytest_hemorrhage.engine import _identity
+    from pytest_hemorrhage.sources.module import check_pair, evaluating
     from pytest_hemorrhage.validate import check_token_ids
 
     def eval_mode():
-        with _eval_mode({"baseline": base, "candidate": cand}):
+        with evaluating(roles={"baseline": base, "candidate": cand}):
             pass
 
     steps = {

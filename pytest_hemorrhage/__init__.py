@@ -37,8 +37,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "compare": ("comparison", "compare"),
-    "assert_no_hemorrhage": ("comparison", "assert_no_hemorrhage"),
+    "compare": ("engine", "compare"),
+    "assert_no_hemorrhage": ("check", "assert_no_hemorrhage"),
     "Report": ("report", "Report"),
     "Thresholds": ("thresholds", "Thresholds"),
     "Probes": ("probes", "Probes"),
@@ -50,7 +50,7 @@ _LAZY = {
     "sweep": ("sweep", "sweep"),
     "SweepResult": ("sweep", "SweepResult"),
     "fit_phase_transition": ("sweep", "fit_phase_transition"),
-    "explain": ("comparison", "explain"),
+    "explain": ("check", "explain"),
 }
 
 

@@ -147,7 +147,7 @@ def junit_xml(reports: Sequence[Any], suite: str = "hemorrhage") -> str:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .comparison import compare
+    from .engine import compare
     from .probes import Probes
 
     thresholds = _thresholds(args)

@@ -329,7 +329,7 @@ def _channel_error_sums(baseline: Any, candidate: Any, names: list[str], probes:
     """
     import torch
 
-    from .comparison import _eval_mode, _pad_id
+    from .sources.module import evaluating, pad_id
     from .modify._common import model_device
 
     sums: dict[str, Any] = {}
@@ -361,8 +361,8 @@ def _channel_error_sums(baseline: Any, candidate: Any, names: list[str], probes:
     handles = [baseline.get_submodule(n).register_forward_hook(keep(n)) for n in names]
     handles += [candidate.get_submodule(n).register_forward_hook(measure(n)) for n in names]
     try:
-        with _eval_mode({"baseline": baseline, "candidate": candidate}), torch.inference_mode():
-            for batch in probes.batches(OUTLIER_PROBES, pad_id=_pad_id(baseline)):
+        with evaluating(roles={"baseline": baseline, "candidate": candidate}), torch.inference_mode():
+            for batch in probes.batches(OUTLIER_PROBES, pad_id=pad_id(baseline)):
                 state["mask"] = batch.attention_mask
                 kwargs = {"attention_mask": batch.attention_mask.to(model_device(baseline))}
                 baseline(batch.input_ids.to(model_device(baseline)), **kwargs)

@@ -167,7 +167,7 @@ class HemorrhageFixture:
 
     def compare(self, baseline: Any, candidate: Any, probes: Any = None, **kwargs: Any):
         """Compare and record the report without raising; returns the Report."""
-        from .comparison import compare
+        from .engine import compare
 
         config = self._item.config
         kwargs.setdefault("device", device_option(config))
@@ -192,7 +192,7 @@ class HemorrhageFixture:
             suggest = config.getini("hemorrhage_suggest") and not config.getoption("hemorrhage_no_suggest")
         report = self.compare(baseline, candidate, probes, **kwargs)
         if not report.passed:
-            from .comparison import explain
+            from .check import explain
 
             rerun = {k: kwargs[k] for k in ("layers",) if k in kwargs}
             rerun["device"] = device_option(config)

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidArgument
-from .modify._common import check_float
+from .arguments import fraction, must_be, positive_int
 from .modify import (
     Composed,
     DecodingConfig,
@@ -121,7 +120,7 @@ def pruning_configs(
     """Pruning configs; defaults: sparsity 0..``max_sparsity`` (0.001 steps), methods
     magnitude, nm, channels, heads, blocks (mildest first), N:M among 4:8, 2:4, 1:4."""
     st = _st()
-    check_float(max_sparsity, "max_sparsity", 0.0, 1.0, high_open=True)
+    fraction("max_sparsity", max_sparsity, high_open=True)
     sp = _grid(0.0, max_sparsity) if sparsity is None else _param(sparsity, lambda v: PruningConfig(sparsity=v))
     meth = (
         st.sampled_from(("magnitude", "nm", "channels", "heads", "blocks"))
@@ -131,7 +130,7 @@ def pruning_configs(
 
     def check_nm(v: Any) -> None:
         if not isinstance(v, tuple) or len(v) != 2:
-            raise InvalidArgument(f"n_m={v!r}; allowed: a pair (n, m) with 1 <= n <= m")
+            raise must_be("n_m", "a pair (n, m) with 1 <= n <= m", v)
         PruningConfig(method="nm", n=v[0], m=v[1])
 
     nm = st.sampled_from(((4, 8), (2, 4), (1, 4))) if n_m is None else _param(n_m, check_nm)
@@ -148,7 +147,7 @@ def lowrank_configs(
     rank_ratio: float | SearchStrategy[float] | None = None, min_ratio: float = 0.05
 ) -> SearchStrategy[LowRankConfig]:
     """Low-rank configs; default rank_ratio ``1 - x`` for x in [0, 1 - min_ratio] (0.001 steps)."""
-    check_float(min_ratio, "min_ratio", 0.0, 1.0, low_open=True)
+    fraction("min_ratio", min_ratio, low_open=True)
     if rank_ratio is None:
         ratio = _grid(0.0, 1.0 - min_ratio).map(lambda x: round(1.0 - x, 6))
     else:
@@ -228,18 +227,16 @@ def modifications(
 ) -> SearchStrategy[Modification]:
     """A config of one of ``kinds`` (earlier kinds shrink first), or, with ``max_composed > 1``,
     a :class:`Composed` of up to that many (shrinking toward fewer steps)."""
-    if isinstance(kinds, str):
-        kinds = (kinds,)
+    what = f"a non-empty subset of {KINDS}"
     try:
-        kinds = tuple(kinds)
+        chosen = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     except TypeError:
-        raise InvalidArgument(f"kinds={kinds!r} is not a sequence; allowed: a non-empty subset of {KINDS}") from None
-    if not kinds or any(k not in KINDS for k in kinds):
-        raise InvalidArgument(f"kinds={kinds!r}; allowed: a non-empty subset of {KINDS}")
-    if isinstance(max_composed, bool) or not isinstance(max_composed, int) or max_composed < 1:
-        raise InvalidArgument(f"max_composed={max_composed!r}; allowed: an integer >= 1")
+        raise must_be("kinds", what, kinds) from None
+    if not chosen or any(k not in KINDS for k in chosen):
+        raise must_be("kinds", what, kinds)
+    positive_int("max_composed", max_composed)
     st = _st()
-    one = st.one_of(*(_BUILDERS[k]() for k in dict.fromkeys(kinds)))
+    one = st.one_of(*(_BUILDERS[k]() for k in dict.fromkeys(chosen)))
     if max_composed == 1:
         return one
     return st.lists(one, min_size=1, max_size=max_composed).map(_order_steps)

@@ -2,7 +2,7 @@
 
 The paper finds that damage grows as a power law of a modification's strength up to a
 transition point s*, and exponentially past it (quality "collapses"). :func:`sweep` measures a
-metric at each strength with :func:`~pytest_hemorrhage.comparison.compare`, fits that piecewise
+metric at each strength with :func:`~pytest_hemorrhage.engine.compare`, fits that piecewise
 curve in log space (:func:`fit_phase_transition`) and bisects the harshest strength that still
 passes the thresholds.
 
@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .arguments import must_be, number, one_of, positive_int
 from .errors import HemorrhageError, InvalidArgument
 from .files import atomic_write_bytes
 
@@ -113,14 +114,12 @@ def _as_positive_array(values: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
-        raise InvalidArgument(f"{name}: expected a sequence of numbers, got {values!r}") from None
+        raise must_be(name, "a flat sequence of numbers", values) from None
     if arr.ndim != 1:
-        raise InvalidArgument(f"{name}: expected a flat sequence of numbers, got shape {arr.shape}")
+        raise must_be(name, "a flat sequence of numbers", values)
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise InvalidArgument(
-            f"{name}: every value must be finite and > 0 for a fit in log space, got {arr.tolist()}; "
-            "drop the points that are not (a sweep drops them itself)"
-        )
+        raise must_be(name, "finite numbers > 0 (the fit is in log space)", arr.tolist(),
+                      "drop the points that are not (a sweep drops them itself)")
     return arr
 
 
@@ -138,17 +137,14 @@ def fit_phase_transition(strengths: Sequence[float], values: Sequence[float], *,
     x = _as_positive_array(strengths, "strengths")
     y = _as_positive_array(values, "values")
     if len(x) != len(y):
-        raise InvalidArgument(f"strengths and values differ in length ({len(x)} vs {len(y)}); pass one value per strength")
+        raise must_be("values", f"one per strength ({len(x)})", got=f"{len(y)} values")
     if len(x) < 4:
-        raise InvalidArgument(
-            f"strengths: a phase-transition fit needs at least 4 points (two on each side of s*), got {len(x)}"
-        )
+        raise must_be("strengths", "at least 4 points (two on each side of s*)", got=f"{len(x)}")
     order = np.argsort(x)
     x, y = x[order], y[order]
     if np.any(np.diff(x) == 0):
-        raise InvalidArgument(f"strengths: repeated strength in {x.tolist()}; pass each strength once")
-    if not (isinstance(grid_per_gap, int) and grid_per_gap >= 1):
-        raise InvalidArgument(f"grid_per_gap must be a positive integer, got {grid_per_gap!r}")
+        raise must_be("strengths", "distinct", x.tolist(), "a repeated strength: pass each strength once")
+    positive_int("grid_per_gap", grid_per_gap)
     u, v = np.log(x), np.log(y)
     sst = float(np.sum((v - v.mean()) ** 2))
 
@@ -222,7 +218,7 @@ def _check_config(kind: str, s: float) -> None:
         PruningConfig(sparsity=s)
     elif kind == "bits":
         if float(s) != int(s):
-            raise InvalidArgument(f"bits must be whole numbers, got {s!r}")
+            raise must_be("bits", "whole numbers", s)
         QuantizationConfig(bits=int(s))
     else:
         LowRankConfig(rank_ratio=1.0 - s)
@@ -239,34 +235,26 @@ MODIFY_SHORTCUTS: dict[str, _Modify] = {
 
 def _resolve_modify(modify: Any) -> _Modify:
     if isinstance(modify, str):
-        if modify not in MODIFY_SHORTCUTS:
-            raise InvalidArgument(
-                f"modify={modify!r} is not a known shortcut; use one of {sorted(MODIFY_SHORTCUTS)} "
-                "or a callable (model, strength) -> modified copy"
-            )
+        one_of("modify", modify, sorted(MODIFY_SHORTCUTS), fix="or a callable (model, strength) -> modified copy")
         return MODIFY_SHORTCUTS[modify]
     if callable(modify):
         name = getattr(modify, "__name__", type(modify).__name__)
         return _Modify(name, modify, "higher", None, False, "strength")
-    raise InvalidArgument(
-        f"modify: expected a callable (model, strength) -> modified copy or one of {sorted(MODIFY_SHORTCUTS)}, "
-        f"got {type(modify).__name__}"
-    )
+    raise must_be("modify", f"a callable (model, strength) -> modified copy or one of {sorted(MODIFY_SHORTCUTS)}",
+                  modify)
 
 
 def _check_strengths(strengths: Any) -> list[float]:
+    what = "a sorted list of finite numbers, like [0.1, 0.2, 0.3]"
     if isinstance(strengths, (str, bytes)) or not isinstance(strengths, Sequence):
-        raise InvalidArgument(f"strengths: expected a sorted list of numbers, got {strengths!r}")
+        raise must_be("strengths", what, strengths)
     if len(strengths) == 0:
-        raise InvalidArgument("strengths: the list is empty; pass at least one strength (four or more for a fit)")
+        raise must_be("strengths", what, strengths, "pass at least one strength (four or more for a fit)")
     for s in strengths:
-        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not math.isfinite(s):
-            raise InvalidArgument(f"strengths: {s!r} is not a finite number; pass numbers like [0.1, 0.2, 0.3]")
+        number("strengths", s, fix="pass numbers like [0.1, 0.2, 0.3]")
     diffs = [b - a for a, b in zip(strengths, strengths[1:])]
     if not (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
-        raise InvalidArgument(
-            f"strengths: {list(strengths)} must be sorted (ascending or descending) without repeats"
-        )
+        raise must_be("strengths", "sorted (ascending or descending) without repeats", list(strengths))
     return list(strengths)
 
 
@@ -459,10 +447,8 @@ def plot_format(path: str | Path) -> str:
     fmt = Path(path).suffix.lstrip(".").lower()
     supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
     if fmt not in supported:
-        raise InvalidArgument(
-            f"path: cannot write a plot as {fmt or 'a file without suffix'!r} ({path}); use one of "
-            f"{sorted(supported)} (e.g. sweep.png)"
-        )
+        raise must_be("path", f"an image file matplotlib writes, with a suffix in {sorted(supported)}", str(path),
+                      "e.g. sweep.png")
     return fmt
 
 
@@ -524,14 +510,12 @@ def sweep(
     """
     import torch.nn as nn
 
-    from .comparison import _resolve_thresholds, compare
+    from .engine import _resolve_thresholds, compare
     from .probes import as_probes
     from .thresholds import Thresholds
 
     if not isinstance(baseline, nn.Module):
-        raise InvalidArgument(
-            f"baseline: a sweep modifies the baseline, so it must be a torch.nn.Module, got {type(baseline).__name__}"
-        )
+        raise must_be("baseline", "a torch.nn.Module (a sweep modifies it)", baseline)
     mod = _resolve_modify(modify)
     grid = _check_strengths(strengths)
     integer = mod.integer or all(isinstance(s, numbers.Integral) for s in grid)
@@ -540,10 +524,9 @@ def sweep(
             try:
                 _check_config(modify, s)
             except InvalidArgument as exc:
-                raise InvalidArgument(f"strengths: {s!r} does not work for modify={modify!r}: {exc}") from None
+                raise must_be("strengths", f"values modify={modify!r} works with", s, str(exc)) from None
     harsher = harsher if harsher is not None else mod.harsher
-    if harsher not in ("higher", "lower"):
-        raise InvalidArgument(f"harsher must be 'higher' or 'lower', got {harsher!r}")
+    one_of("harsher", harsher, ("higher", "lower"))
     if transform is None:
         transform = mod.transform if (mod.transform and harsher == mod.harsher) else None
     if transform is None:
@@ -551,25 +534,19 @@ def sweep(
             transform = float
         else:
             if any(s <= 0 for s in grid):
-                raise InvalidArgument(
-                    "strengths: with harsher='lower' the default harshness is 1/strength, which needs "
-                    "strengths > 0; pass transform=(a function mapping strength to harshness)"
-                )
+                raise must_be("strengths", "> 0 with harsher='lower' (the default harshness is 1/strength)", grid,
+                              "or pass transform=(a function mapping strength to harshness)")
             transform = lambda s: 1.0 / s  # noqa: E731
     elif not callable(transform):
-        raise InvalidArgument(f"transform: expected a callable strength -> harshness, got {type(transform).__name__}")
+        raise must_be("transform", "a callable strength -> harshness", transform)
     grid = sorted(grid, reverse=harsher == "lower")  # harshness order: mildest first
     hs = [float(transform(s)) for s in grid]
     if not all(math.isfinite(h) for h in hs) or any(b <= a for a, b in zip(hs, hs[1:])):
-        raise InvalidArgument(
-            f"transform: harshness {hs} must be finite and grow as strengths get harsher "
-            f"(harsher={harsher!r}); fix transform or harsher"
-        )
-    if metric not in _DAMAGE:
-        raise InvalidArgument(f"metric={metric!r} is not one of {sorted(_DAMAGE)}")
-    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real)
-                                  or not (math.isfinite(tolerance) and tolerance > 0)):
-        raise InvalidArgument(f"tolerance must be a positive number, got {tolerance!r}")
+        raise must_be("transform", f"finite harshness growing as strengths get harsher (harsher={harsher!r})",
+                      got=f"harshness {hs}", fix="fix transform or harsher")
+    one_of("metric", metric, sorted(_DAMAGE))
+    if tolerance is not None:
+        number("tolerance", tolerance, 0.0, low_open=True)
     overrides = {k: compare_kwargs.pop(k) for k in list(compare_kwargs) if k in Thresholds.keys()}
     thr = _resolve_thresholds(thresholds, overrides)
     compare_kwargs.setdefault("layers", None)

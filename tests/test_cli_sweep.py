@@ -64,12 +64,13 @@ def test_default_model_is_used_without_a_folder(model_dir, monkeypatch, capsys):
     assert loaded == [True] and "sweep of low-rank SVD" in capsys.readouterr().out
 
 
+# Bad library arguments read "{name}: must be {what}, got {value}" (pytest_hemorrhage.arguments).
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "MODEL", "--modify", "sparsity", "--strengths", "a,b"], "not a comma-separated list"),
     (["sweep", "MODEL", "--modify", "magic", "--strengths", "0.1"], "invalid choice"),
     (["sweep", "MODEL", "--modify", "sparsity", "--strengths", "0.3,0.1,0.2"], "must be sorted"),
-    (["sweep", "MODEL", "--modify", "bits", "--strengths", "8,1"], "does not work for modify='bits'"),
-    (["sweep", "MODEL", "--modify", "sparsity", "--strengths", "0.1", "--plot", "x.gif9"], "cannot write a plot"),
+    (["sweep", "MODEL", "--modify", "bits", "--strengths", "8,1"], "strengths: must be values modify='bits' works with, got 1"),
+    (["sweep", "MODEL", "--modify", "sparsity", "--strengths", "0.1", "--plot", "x.gif9"], "path: must be an image file matplotlib writes"),
     (["sweep", "MODEL", "--modify", "sparsity", "--strengths", "0.1", "--max-kl", "abc"], "max_kl must be a number"),
     (["sweep", "/nonexistent", "--modify", "sparsity", "--strengths", "0.1"], "not a Hugging Face model folder"),
 ])

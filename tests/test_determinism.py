@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_hemorrhage.comparison import compare
+from pytest_hemorrhage.engine import compare
 from pytest_hemorrhage.modify import quantize
 from pytest_hemorrhage.probes import Probes
 from tiny_models import random_token_ids, tiny_llama
@@ -27,7 +27,7 @@ PROGRAM = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     torch.manual_seed(1234)
     torch.set_num_threads({threads})
-    from pytest_hemorrhage.comparison import compare
+    from pytest_hemorrhage.engine import compare
     from pytest_hemorrhage.modify import quantize
     from pytest_hemorrhage.probes import Probes
     which = {which!r}

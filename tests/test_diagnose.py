@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_hemorrhage.comparison import compare
+from pytest_hemorrhage.engine import compare
 from pytest_hemorrhage.diagnose import (
     ATTENTION_NOISE_JS,
     CASCADE_MIN_DROP_DB,

@@ -13,7 +13,7 @@ import torch
 
 from benchmarks import gate_cases as gc
 from benchmarks.gate_cases import CASES, harmful_cases, harmless_cases
-from pytest_hemorrhage.comparison import compare
+from pytest_hemorrhage.engine import compare
 from pytest_hemorrhage.models import default_model
 from pytest_hemorrhage.modify import DecodedModel
 from pytest_hemorrhage.probes import Probes

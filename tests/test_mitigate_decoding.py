@@ -137,7 +137,8 @@ def test_calibration_errors(llama):
     assert applies(DecodedModel(llama, DecodingConfig(do_sample=True)))
     with pytest.raises(InvalidArgument, match="greedily"):
         calibrate_decoding(llama, greedy, probes)
-    with pytest.raises(InvalidArgument, match="not a decoding change"):
+    # Bad arguments read "{name}: must be {what}, got {value}" (pytest_hemorrhage.arguments).
+    with pytest.raises(InvalidArgument, match="candidate: must be a sampling DecodedModel or an nn.Module.*got 'model'"):
         calibrate_decoding(llama, "model", probes)
     with pytest.raises(InvalidArgument, match="baseline"):
         calibrate_decoding("model", llama, probes)

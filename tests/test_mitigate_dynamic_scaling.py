@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_models import random_token_ids, tiny_gpt2, tiny_llama
 
-from pytest_hemorrhage.comparison import compare
+from pytest_hemorrhage.engine import compare
 from pytest_hemorrhage.errors import InvalidArgument
 from pytest_hemorrhage.mitigate import Mitigation
 from pytest_hemorrhage.mitigate.decoding_calibration import sampling_kl_on_probes

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from pytest_hemorrhage.comparison import compare
+from pytest_hemorrhage.engine import compare
 from pytest_hemorrhage.errors import HemorrhageError, InvalidArgument
 from pytest_hemorrhage.mitigate import Mitigation
 from pytest_hemorrhage.mitigate.fallback import applies, fallback, modified_linears

@@ -1,4 +1,4 @@
-"""Pruning mitigations: importance scores (magnitude, Wanda, gradient-aware) and re-pruning."""
+"""Importance pruning (magnitude, Wanda, gradient-aware scores) and the mitigation that re-prunes with it."""
 
 from __future__ import annotations
 
@@ -9,20 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_hemorrhage.comparison import compare
+from pytest_hemorrhage.engine import compare
 from pytest_hemorrhage.errors import InvalidArgument
 from pytest_hemorrhage.mitigate import Mitigation
-from pytest_hemorrhage.mitigate.gradient_pruning import (
-    DEFAULT_ALPHA,
-    ImportancePruning,
-    applies,
-    candidate_sparsity,
-    gradient_aware_pruning,
-    prune_by_importance,
-    pruning_scores,
-)
+from pytest_hemorrhage.mitigate.gradient_pruning import applies, candidate_sparsity, gradient_aware_pruning
 from pytest_hemorrhage.modify import Composed, PruningConfig, QuantizationConfig, prune, quantize
 from pytest_hemorrhage.modify._common import is_conv1d, linear_modules, weight_out_in
+from pytest_hemorrhage.modify.importance import DEFAULT_ALPHA, ImportancePruning, prune_by_importance, pruning_scores
 from pytest_hemorrhage.probes import Probes
 from pytest_hemorrhage.snapshot import record_snapshot
 from tiny_models import random_token_ids
@@ -296,11 +289,12 @@ def test_errors_name_the_cause_and_the_fix(llama: nn.Module, gpt2: nn.Module) ->
         pruning_scores(nn.Sequential(nn.Embedding(10, 4)), method="magnitude")
     with pytest.raises(InvalidArgument, match="no nn.Linear/Conv1D"):
         gradient_aware_pruning(nn.Sequential(nn.ReLU()), candidate, _probes())
-    with pytest.raises(InvalidArgument, match="method='obs' is not allowed"):
+    # Bad arguments read "{name}: must be {what}, got {value}" (pytest_hemorrhage.arguments).
+    with pytest.raises(InvalidArgument, match="method: must be one of 'gradient', 'wanda', 'magnitude', got 'obs'"):
         pruning_scores(llama, _probes(), "obs")
-    with pytest.raises(InvalidArgument, match="group='column' is not allowed"):
+    with pytest.raises(InvalidArgument, match="group: must be one of 'row', 'layer', got 'column'"):
         prune_by_importance(llama, 0.5, method="magnitude", group="column")
-    with pytest.raises(InvalidArgument, match="alpha=-1"):
+    with pytest.raises(InvalidArgument, match="alpha: must be a number >= 0, got -1"):
         pruning_scores(llama, _probes(), alpha=-1)
     with pytest.raises(InvalidArgument, match="not a pruned model"):
         gradient_aware_pruning(llama, copy.deepcopy(llama), _probes())

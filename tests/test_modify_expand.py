@@ -108,7 +108,8 @@ def test_bad_arguments(kwargs: dict, argument: str) -> None:
 
 
 def test_position_out_of_range() -> None:
-    with pytest.raises(InvalidArgument, match=r"positions=\(7,\)"):
+    # Bad arguments read "{name}: must be {what}, got {value}" (pytest_hemorrhage.arguments).
+    with pytest.raises(InvalidArgument, match=r"positions: must be block indices in \[0, 3\].*got \(7,\)"):
         expand(tiny_llama(), positions=(7,))
 
 

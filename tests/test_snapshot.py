@@ -18,7 +18,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from tiny_models import random_token_ids, tiny_llama
 
-from pytest_hemorrhage.comparison import compare
+from pytest_hemorrhage.engine import compare
 from pytest_hemorrhage.errors import SnapshotError
 from pytest_hemorrhage.probes import Probes, as_probes
 from pytest_hemorrhage.snapshot import (

@@ -9,6 +9,9 @@ import torch
 
 import pytest_hemorrhage as ph
 from pytest_hemorrhage.errors import HemorrhageDetected, InvalidArgument
+from pytest_hemorrhage.mitigate import Applies, Mitigation, SimpleMitigator
+from pytest_hemorrhage.mitigate.registry import MITIGATIONS, register, unregister
+from pytest_hemorrhage.mitigate.suggest import not_applicable
 from pytest_hemorrhage.modify import DecodingConfig, quantize
 from tiny_models import tiny_llama
 
@@ -101,3 +104,86 @@ def test_suggest_rejects_snapshots_and_unknown_names(pair, tmp_path):
         ph.suggest(report, snap, cand, _probes())
     with pytest.raises(InvalidArgument, match="unknown"):
         ph.suggest(report, base, cand, _probes(), mitigations=["magic"])
+
+
+# --------------------------------------------------------------------------- the mitigation protocol
+
+
+class UndoScale:
+    """A user's own mitigation: divides the damaged layer's weight by the factor that ruined it."""
+
+    name = "undo_scale"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def applies(self, baseline, candidate):
+        if not isinstance(candidate, torch.nn.Module) or DAMAGED not in dict(candidate.named_modules()):
+            return Applies.no(f"the candidate has no {DAMAGED}")
+        return Applies.yes()
+
+    def mitigate(self, baseline, candidate, calibration, thresholds, *, probes=None, **options):
+        self.calls.append((calibration, thresholds, probes))
+        model = copy.deepcopy(candidate)
+        with torch.no_grad():
+            model.get_submodule(DAMAGED).weight.div_(-3.0)
+        return Mitigation(self.name, model, f"divided {DAMAGED} by -3", {"factor": -3.0})
+
+
+@pytest.fixture
+def undo_scale():
+    mitigator = register(UndoScale())
+    yield mitigator
+    unregister(mitigator.name)
+
+
+def test_a_registered_mitigation_is_tried_and_re_measured(pair, undo_scale):
+    base, cand = pair
+    probes = _probes()
+    report = ph.compare(base, cand, probes)
+    found = {s.name: s for s in ph.suggest(report, base, cand, probes, calibration=_probes(4, 16))}
+    assert set(found) == {"undo_scale", "fallback"}
+    mine = found["undo_scale"]
+    # It got the calibration probes, the failing report's thresholds and the evaluation probes.
+    (calibration, thresholds, judged), = undo_scale.calls
+    assert calibration == _probes(4, 16) and judged is probes
+    assert {k: getattr(thresholds, k) for k in report.thresholds} == report.thresholds
+    assert mine.description == f"divided {DAMAGED} by -3" and mine.details == {"factor": -3.0}
+    # The weight is back up to rounding, so an independent compare agrees with the suggestion's figure.
+    again = ph.compare(base, mine.mitigation.model, probes)
+    assert mine.passed and again.passed
+    assert mine.after == pytest.approx(again.metrics[mine.metric].estimate)
+    assert mine.before == pytest.approx(report.metrics[mine.metric].estimate)
+
+
+def test_a_mitigation_that_does_not_apply_says_why(pair, undo_scale):
+    base, _ = pair
+    quantized = quantize(base, bits=4)
+    reasons = not_applicable(base, DecodingConfig(do_sample=False).apply(base))
+    assert set(reasons) == {"gradient_pruning", "dynamic_scaling", "decoding_calibration", "fallback", "undo_scale"}
+    assert "decodes greedily" in reasons["decoding_calibration"]
+    assert f"no {DAMAGED}" in reasons["undo_scale"]
+    reasons = not_applicable(base, quantized)
+    assert set(reasons) == {"gradient_pruning", "dynamic_scaling", "decoding_calibration"}
+    assert "RTN int4" in reasons["gradient_pruning"] and "not unstructured pruning" in reasons["gradient_pruning"]
+    assert "nothing to rescale" in reasons["dynamic_scaling"]
+    assert "cannot undo changed weights" in reasons["decoding_calibration"]
+    report = ph.compare(base, quantized, _probes())
+    names = [s.name for s in ph.suggest(report, base, quantized, _probes(), mitigations=["undo_scale"])]
+    assert names == ["undo_scale"] and len(undo_scale.calls) == 1
+
+
+def test_register_checks_the_protocol_and_names():
+    class NoMitigate:
+        name = "half"
+
+        def applies(self, baseline, candidate):
+            return True
+
+    with pytest.raises(InvalidArgument, match="mitigator: must be an object with a name"):
+        register(NoMitigate())
+    with pytest.raises(InvalidArgument, match="'fallback'.*replace=True"):
+        register(SimpleMitigator("fallback", lambda b, c: True, lambda *a, **k: None))
+    with pytest.raises(InvalidArgument, match="registered mitigation"):
+        unregister("magic")
+    assert list(MITIGATIONS) == ["gradient_pruning", "dynamic_scaling", "decoding_calibration", "fallback"]

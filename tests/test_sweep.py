@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny_models import random_token_ids
 
-import pytest_hemorrhage.comparison as comparison
+import pytest_hemorrhage.engine as engine
 from pytest_hemorrhage.errors import HemorrhageError, InvalidArgument
 from pytest_hemorrhage.modify import prune
 from pytest_hemorrhage.probes import Probes
@@ -85,7 +85,7 @@ def test_fit_of_a_pure_power_law_finds_no_exponential_collapse():
 
 @pytest.mark.parametrize("strengths, values, message", [
     ([0.1, 0.2, 0.3], [1, 2, 3], "at least 4 points"),
-    ([0.1, 0.2, 0.3, 0.4], [1, 2, 3], "differ in length"),
+    ([0.1, 0.2, 0.3, 0.4], [1, 2, 3], r"values: must be one per strength \(4\), got 3 values"),
     ([0.1, 0.2, 0.3, 0.4], [1, 0, 3, 4], "> 0"),
     ([0.0, 0.2, 0.3, 0.4], [1, 2, 3, 4], "> 0"),
     ([0.1, 0.2, 0.2, 0.4], [1, 2, 3, 4], "repeated"),
@@ -128,7 +128,7 @@ PROBES = [[1, 2, 3, 4]]
 
 def test_bisection_finds_planted_float_boundary(monkeypatch):
     compare, calls = fake_compare(lambda s: 0.01 * math.exp(5 * s))  # crosses 0.1 at ln(10)/5
-    monkeypatch.setattr(comparison, "compare", compare)
+    monkeypatch.setattr(engine, "compare", compare)
     boundary = math.log(10) / 5
     result = sweep(torch.nn.Linear(2, 2), lambda m, s: Dial(s), [0.1, 0.3, 0.5, 0.7, 0.9], PROBES, max_kl=0.1)
     assert result.harshest_passing <= boundary < result.mildest_failing
@@ -142,7 +142,7 @@ def test_bisection_finds_planted_float_boundary(monkeypatch):
 
 def test_bisection_tolerance_and_switch(monkeypatch):
     compare, calls = fake_compare(lambda s: 0.01 * math.exp(5 * s))
-    monkeypatch.setattr(comparison, "compare", compare)
+    monkeypatch.setattr(engine, "compare", compare)
     coarse = sweep(torch.nn.Linear(2, 2), lambda m, s: Dial(s), [0.1, 0.3, 0.5, 0.7], PROBES, max_kl=0.1,
                    tolerance=0.1)
     assert len(calls) == 4 + 1 and coarse.mildest_failing - coarse.harshest_passing == pytest.approx(0.1)
@@ -153,7 +153,7 @@ def test_bisection_tolerance_and_switch(monkeypatch):
 
 def test_bisection_over_integers_when_lower_is_harsher(monkeypatch):
     compare, calls = fake_compare(lambda b: 50 * 4.0**-b)  # passes max_kl=0.05 down to 5 bits
-    monkeypatch.setattr(comparison, "compare", compare)
+    monkeypatch.setattr(engine, "compare", compare)
     result = sweep(torch.nn.Linear(2, 2), lambda m, b: Dial(b), [8, 6, 4, 2], PROBES, max_kl=0.05,
                    harsher="lower")
     assert calls == [8, 6, 4, 2, 5]
@@ -165,7 +165,7 @@ def test_bisection_over_integers_when_lower_is_harsher(monkeypatch):
 
 def test_all_pass_and_none_pass(monkeypatch):
     compare, calls = fake_compare(lambda s: s)
-    monkeypatch.setattr(comparison, "compare", compare)
+    monkeypatch.setattr(engine, "compare", compare)
     grid = [0.1, 0.2, 0.3, 0.4]
     every = sweep(torch.nn.Linear(2, 2), lambda m, s: Dial(s), grid, PROBES, max_kl=1.0)
     assert (every.harshest_passing, every.mildest_failing) == (0.4, None) and len(calls) == 4
@@ -197,7 +197,7 @@ def test_tiny_llama_pruning_sweep(pruning_sweep, llama, tiny_probes):
         est, lo, hi = p.metrics["kl"]
         assert lo <= est <= hi and set(p.metrics) == {"kl", "top1", "ppl_ratio"}
         assert p.description and "magnit" in p.description.lower()
-    independent = comparison.compare(llama, prune(llama, sparsity=0.5), tiny_probes, max_kl=0.005, layers=None)
+    independent = engine.compare(llama, prune(llama, sparsity=0.5), tiny_probes, max_kl=0.005, layers=None)
     point = next(p for p in grid if p.strength == 0.5)
     assert point.metrics["kl"][0] == pytest.approx(independent.metrics["kl"].estimate, rel=1e-9)
     assert point.verdict == independent.verdict
@@ -230,7 +230,7 @@ def test_plot_writes_png_with_every_mark(pruning_sweep, tmp_path):
     assert not list(tmp_path.joinpath("deep").glob(".*.tmp"))  # atomic write left nothing behind
     assert pruning_sweep.plot() is not None and pruning_sweep.plot(tmp_path / "s.svg") is not None
     assert (tmp_path / "s.svg").read_text().lstrip().startswith("<?xml")
-    with pytest.raises(InvalidArgument, match="cannot write a plot"):
+    with pytest.raises(InvalidArgument, match="path: must be an image file matplotlib writes"):
         pruning_sweep.plot(tmp_path / "sweep.nope")
 
 
@@ -255,25 +255,26 @@ def test_rank_shortcut_and_metric_choice(llama, tiny_probes):
 
 
 # --------------------------------------------------------------------------- errors
+# Bad arguments read "{name}: must be {what}, got {value}" (pytest_hemorrhage.arguments).
 @pytest.mark.parametrize("kwargs, message", [
-    ({"modify": "nope"}, "not a known shortcut"),
-    ({"modify": 42}, "expected a callable"),
-    ({"strengths": []}, "empty"),
-    ({"strengths": 0.5}, "sorted list of numbers"),
-    ({"strengths": [0.3, 0.1, 0.2]}, "must be sorted"),
-    ({"strengths": [0.1, 0.1]}, "must be sorted"),
-    ({"strengths": ["0.1"]}, "not a finite number"),
-    ({"strengths": [True]}, "not a finite number"),
-    ({"strengths": [float("nan")]}, "not a finite number"),
-    ({"modify": "bits", "strengths": [8, 4.5]}, "whole numbers"),
-    ({"modify": "bits", "strengths": [8, 1]}, "does not work for modify='bits'"),
-    ({"metric": "bogus"}, "metric='bogus'"),
-    ({"harsher": "sideways"}, "harsher must be"),
-    ({"tolerance": 0}, "tolerance must be a positive number"),
-    ({"tolerance": -1.0}, "tolerance must be a positive number"),
-    ({"transform": lambda s: (s - 0.3) ** 2, "strengths": [0.1, 0.3, 0.5]}, "must be finite and grow"),
-    ({"transform": "log"}, "expected a callable"),
-    ({"harsher": "lower", "strengths": [0.0, 0.5]}, "strengths > 0"),
+    ({"modify": "nope"}, "modify: must be one of 'bits', 'rank', 'sparsity', got 'nope'; or a callable"),
+    ({"modify": 42}, r"modify: must be a callable \(model, strength\).*got 42"),
+    ({"strengths": []}, r"strengths: must be a sorted list.*got \[\]; pass at least one strength"),
+    ({"strengths": 0.5}, "strengths: must be a sorted list of finite numbers.*got 0.5"),
+    ({"strengths": [0.3, 0.1, 0.2]}, "strengths: must be sorted"),
+    ({"strengths": [0.1, 0.1]}, "strengths: must be sorted"),
+    ({"strengths": ["0.1"]}, "strengths: must be a finite number, got '0.1'"),
+    ({"strengths": [True]}, "strengths: must be a finite number, got True"),
+    ({"strengths": [float("nan")]}, "strengths: must be a finite number, got nan"),
+    ({"modify": "bits", "strengths": [8, 4.5]}, "bits: must be whole numbers, got 4.5"),
+    ({"modify": "bits", "strengths": [8, 1]}, r"strengths: must be values modify='bits' works with, got 1; bits: .*\[2, 8\]"),
+    ({"metric": "bogus"}, "metric: must be one of 'kl', 'ppl_ratio', 'top1', got 'bogus'"),
+    ({"harsher": "sideways"}, "harsher: must be one of 'higher', 'lower', got 'sideways'"),
+    ({"tolerance": 0}, "tolerance: must be a number > 0, got 0"),
+    ({"tolerance": -1.0}, "tolerance: must be a number > 0, got -1.0"),
+    ({"transform": lambda s: (s - 0.3) ** 2, "strengths": [0.1, 0.3, 0.5]}, "transform: must be finite harshness growing"),
+    ({"transform": "log"}, "transform: must be a callable strength -> harshness, got 'log'"),
+    ({"harsher": "lower", "strengths": [0.0, 0.5]}, "strengths: must be > 0 with harsher='lower'"),
     ({"max_kl": "abc"}, "max_kl must be a number"),
     ({"thresholds": {"max_kll": 1}}, "unknown threshold key"),
 ])
@@ -288,7 +289,7 @@ def test_bad_arguments_fail_before_any_model_work(llama, tiny_probes, kwargs, me
 
 
 def test_shortcut_strength_error_names_the_shortcut(llama, tiny_probes):
-    with pytest.raises(InvalidArgument, match="does not work for modify='sparsity'"):
+    with pytest.raises(InvalidArgument, match="strengths: must be values modify='sparsity' works with, got 1.5"):
         sweep(llama, "sparsity", [0.5, 1.5], tiny_probes)
 
 

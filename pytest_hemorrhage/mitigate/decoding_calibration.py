@@ -8,7 +8,6 @@ repetition penalty) to the candidate's. A plain ``nn.Module`` side samples at te
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from typing import Any, Callable, Iterator, Sequence
@@ -17,14 +16,18 @@ import torch
 from torch import nn
 
 from ..capture import adapt
-from ..errors import HemorrhageError, InvalidArgument
+from ..arguments import flag, must_be, positive_int
+from ..errors import HemorrhageError
 from ..metrics.generation import sampling_kl
 from ..modify.composed import Composed
 from ..modify.decoding import DecodedModel, DecodingConfig, apply_repetition_penalty, effective_log_probs
 from ..probes import ProbeBatch, Probes, as_probes
-from . import Mitigation
+from ..sources.module import evaluating
+from . import Applies, Mitigation, SimpleMitigator
 
-__all__ = ["sampling_kl_on_probes", "calibrate_decoding", "applies", "scored_logits", "DEFAULT_TOP_P_GRID"]
+__all__ = [
+    "sampling_kl_on_probes", "calibrate_decoding", "applies", "scored_logits", "DEFAULT_TOP_P_GRID", "MITIGATOR",
+]
 
 #: top-p values tried by ``calibrate_decoding(..., fit_top_p=True)`` (the candidate's own is added).
 DEFAULT_TOP_P_GRID: tuple[float, ...] = (0.8, 0.9, 0.95, 0.98, 1.0)
@@ -41,10 +44,9 @@ def _token_probes(probes: Any, baseline: Any) -> Probes:
     module = baseline.model if isinstance(baseline, DecodedModel) else baseline
     probe_set = as_probes(probes, module)
     if not probe_set.is_tokens:
-        raise InvalidArgument(
-            "probes: sampling distributions need token probes; pass Probes.builtin(tokenizer), "
-            "Probes.from_texts(...) or token-id lists, not tensor inputs"
-        )
+        raise must_be("probes", "token probes (sampling distributions are over a vocabulary)",
+                      got="probes of input tensors",
+                      fix="pass Probes.builtin(tokenizer), Probes.from_texts(...) or token-id lists")
     return probe_set
 
 
@@ -52,33 +54,11 @@ def _side(obj: Any, role: str) -> tuple[nn.Module, DecodingConfig]:
     """(module, decoding config) of one side; a plain module samples at temperature 1."""
     if isinstance(obj, DecodedModel):
         if not isinstance(obj.model, nn.Module):
-            raise InvalidArgument(
-                f"{role}: DecodedModel wraps {type(obj.model).__name__}; allowed: a DecodedModel of an nn.Module"
-            )
+            raise must_be(role, "a DecodedModel of an nn.Module", got=f"a DecodedModel of a {type(obj.model).__name__}")
         return obj.model, obj.config
     if isinstance(obj, nn.Module):
         return obj, _PLAIN_SAMPLING
-    raise InvalidArgument(
-        f"{role}={type(obj).__name__}; allowed: an nn.Module (sampled at temperature 1) or a DecodedModel "
-        "(model plus DecodingConfig)"
-    )
-
-
-@contextlib.contextmanager
-def _evaluating(models: Sequence[nn.Module]) -> Iterator[None]:
-    """Eval mode for the block; each model's mode restored afterwards.
-
-    No autograd switch here: this wraps a generator's body, and a grad mode entered around a
-    ``yield`` would leak into the caller (it is thread state) for as long as the generator lives.
-    """
-    modes = [m.training for m in models]
-    try:
-        for m in models:
-            m.eval()
-        yield
-    finally:
-        for m, was in zip(models, modes):
-            m.train(was)
+    raise must_be(role, "an nn.Module (sampled at temperature 1) or a DecodedModel (model plus DecodingConfig)", obj)
 
 
 def scored_logits(
@@ -94,10 +74,9 @@ def scored_logits(
     Each forward runs in eval mode under ``inference_mode`` (never across a ``yield``); ``before_forward(batch)`` is called before each
     forward pass (e.g. to tell hooks which positions are padding).
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InvalidArgument(f"batch_size={batch_size!r}; allowed: a positive integer")
+    positive_int("batch_size", batch_size)
     adapter = adapt(model, None, "lm")
-    with _evaluating([model]):
+    with evaluating(model):
         for batch in probes.batches(batch_size):
             if before_forward is not None:
                 before_forward(batch)
@@ -151,6 +130,19 @@ def applies(candidate: Any) -> bool:
     return isinstance(candidate, nn.Module)
 
 
+def _decoding_change(candidate: Any) -> Applies:
+    """Whether ``suggest`` should refit: only a decoding change, since a temperature cannot undo
+    damage to the weights (:func:`calibrate_decoding` itself also takes a plain module)."""
+    if not isinstance(candidate, DecodedModel):
+        return Applies.no("the candidate is no decoding change (DecodedModel): a refit temperature "
+                          "cannot undo changed weights")
+    if not isinstance(candidate.model, nn.Module):
+        return Applies.no(f"the candidate wraps a {type(candidate.model).__name__}, not an nn.Module")
+    if not candidate.config.do_sample:
+        return Applies.no("the candidate decodes greedily: there is no temperature to refit")
+    return Applies.yes()
+
+
 @dataclasses.dataclass
 class _Cache:
     """Baseline effective log-probs and candidate scores (repetition penalty applied) per batch."""
@@ -194,12 +186,13 @@ def _fit_temperature(cache: _Cache, config: DecodingConfig) -> float:
 
 
 def _check_top_p_grid(grid: Sequence[float]) -> tuple[float, ...]:
+    what = "a non-empty sequence of numbers in (0, 1]"
     try:
         values = tuple(float(v) for v in grid)
     except (TypeError, ValueError):
-        raise InvalidArgument(f"top_p_grid={grid!r}; allowed: a sequence of numbers in (0, 1]") from None
+        raise must_be("top_p_grid", what, grid) from None
     if not values or any(not 0.0 < v <= 1.0 for v in values):
-        raise InvalidArgument(f"top_p_grid={grid!r}; allowed: a non-empty sequence of numbers in (0, 1]")
+        raise must_be("top_p_grid", what, grid)
     return values
 
 
@@ -239,17 +232,12 @@ def calibrate_decoding(
     is kept when no fit beats it.
     """
     if not applies(candidate):
+        what = "a sampling DecodedModel or an nn.Module (sampled at temperature 1)"
         if isinstance(candidate, DecodedModel) and not candidate.config.do_sample:
-            raise InvalidArgument(
-                "candidate decodes greedily (do_sample=False): there is no sampling temperature to calibrate; "
-                "pass a sampling DecodedModel (DecodingConfig(do_sample=True, ...)) or an nn.Module"
-            )
-        raise InvalidArgument(
-            f"candidate={type(candidate).__name__} is not a decoding change; allowed: a sampling DecodedModel "
-            "or an nn.Module (sampled at temperature 1)"
-        )
-    if not isinstance(fit_top_p, bool):
-        raise InvalidArgument(f"fit_top_p={fit_top_p!r} is not a bool; allowed: True or False")
+            raise must_be("candidate", what, got="a DecodedModel that decodes greedily (do_sample=False)",
+                          fix="there is no sampling temperature to calibrate; pass DecodingConfig(do_sample=True, ...)")
+        raise must_be("candidate", what, candidate)
+    flag("fit_top_p", fit_top_p)
     _side(baseline, "baseline")
     grid = _check_top_p_grid(top_p_grid) if fit_top_p else ()
     probe_set = _token_probes(probes, baseline)
@@ -290,3 +278,14 @@ def calibrate_decoding(
         "tried": tried,
     }
     return Mitigation("decoding_calibration", _replaced(candidate, fitted), description, details)
+
+
+def _mitigate(baseline: Any, candidate: Any, calibration: Any, thresholds: Any, *,
+              probes: Any = None, **options: Any) -> Mitigation:
+    return calibrate_decoding(baseline, candidate, calibration, **options)
+
+
+#: :func:`calibrate_decoding` as a :class:`~pytest_hemorrhage.mitigate.Mitigator`.
+MITIGATOR = SimpleMitigator(
+    "decoding_calibration", lambda baseline, candidate: _decoding_change(candidate), _mitigate
+)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..errors import InvalidArgument
+from ..arguments import fraction, must_be
 from ..metrics.generation import sampling_kl
 from ..modify._common import DEFAULT_SKIP, MODIFICATION_ATTR, select_linears, weight_out_in
 from ..modify.quantize import (
@@ -32,7 +32,7 @@ from ..modify.quantize import (
 )
 from ..probes import ProbeBatch, Probes, as_probes
 from ..thresholds import Thresholds
-from . import Mitigation
+from . import Applies, Mitigation, SimpleMitigator
 from .decoding_calibration import scored_logits
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "dynamic_scaling",
     "applies",
     "DEFAULT_ALPHAS",
+    "MITIGATOR",
 ]
 
 DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 0.85)
@@ -74,9 +75,8 @@ class SmoothedActivationQuant(ActivationFakeQuant):
 def _check_probes(probes: Any, model: nn.Module) -> Probes:
     probe_set = as_probes(probes, model)
     if not probe_set.is_tokens:
-        raise InvalidArgument(
-            "probes: calibration needs token probes; pass Probes.builtin(tokenizer) or token-id lists"
-        )
+        raise must_be("probes", "token probes to calibrate on", got="probes of input tensors",
+                      fix="pass Probes.builtin(tokenizer) or token-id lists")
     return probe_set
 
 
@@ -143,7 +143,7 @@ def activation_maxima(
     ``{name: float32 tensor [in_features]}``; a layer never reached is absent.
     """
     if not isinstance(model, nn.Module):
-        raise InvalidArgument(f"model={type(model).__name__} is not a torch.nn.Module; allowed: an nn.Module")
+        raise must_be("model", "a torch.nn.Module", model)
     probe_set = _check_probes(probes, model)
     if names is None:
         modules = _linear_names(model, None)
@@ -151,8 +151,8 @@ def activation_maxima(
         by_name = dict(model.named_modules())
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise InvalidArgument(f"names: {missing[0]!r} is no module of {type(model).__name__}; "
-                                  "allowed: names from model.named_modules()")
+            raise must_be("names", f"module names of {type(model).__name__} (from model.named_modules())",
+                          missing[0])
         modules = [(n, by_name[n]) for n in names]
     return _baseline_pass(model, modules, probe_set, batch_size, keep_logits=False)[0]
 
@@ -196,12 +196,6 @@ def _smooth_into(
             _install_activation_quant(module, SmoothedActivationQuant(activation, bits, bound / qmax, s))
 
 
-def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
-        raise InvalidArgument(f"alpha={alpha!r}; allowed: a number in [0, 1]")
-    return float(alpha)
-
-
 def _baseline_weights(baseline: nn.Module, config: QuantizationConfig | None) -> dict[str, torch.Tensor]:
     return {name: weight_out_in(m).detach() for name, m in _linear_names(baseline, config)}
 
@@ -222,10 +216,10 @@ def smooth_quant(
     ``config=None`` migrates without quantizing (the copy then computes what the baseline does).
     """
     if not isinstance(baseline, nn.Module):
-        raise InvalidArgument(f"baseline={type(baseline).__name__} is not a torch.nn.Module; allowed: an nn.Module")
+        raise must_be("baseline", "a torch.nn.Module", baseline)
     if config is not None and not isinstance(config, QuantizationConfig):
-        raise InvalidArgument(f"config={type(config).__name__}; allowed: a QuantizationConfig or None")
-    alpha = _check_alpha(alpha)
+        raise must_be("config", "a QuantizationConfig or None", config)
+    alpha = fraction("alpha", alpha)
     probe_set = _check_probes(probes, baseline)
     modules = _linear_names(baseline, config)
     maxima, _ = _baseline_pass(baseline, modules, probe_set, batch_size, keep_logits=False)
@@ -246,15 +240,20 @@ def _build_smoothed(
     return work
 
 
+def _rescalable(candidate: Any) -> Applies:
+    config = getattr(candidate, MODIFICATION_ATTR, None)
+    if not isinstance(candidate, nn.Module) or not isinstance(config, QuantizationConfig):
+        return Applies.no("the candidate is not a model from quantize(...)")
+    if config.activation is None and config.granularity != "per_tensor":
+        return Applies.no(f"the candidate ({config}) has neither quantized activations nor "
+                          "per-tensor weight scales: nothing to rescale")
+    return Applies.yes()
+
+
 def applies(candidate: Any) -> bool:
     """True for a model quantized by a :class:`QuantizationConfig` with activation quantization,
     or with per-tensor weights only."""
-    config = getattr(candidate, MODIFICATION_ATTR, None)
-    return (
-        isinstance(candidate, nn.Module)
-        and isinstance(config, QuantizationConfig)
-        and (config.activation is not None or config.granularity == "per_tensor")
-    )
+    return bool(_rescalable(candidate))
 
 
 def _dynamic_copy(candidate: nn.Module, config: QuantizationConfig) -> nn.Module:
@@ -291,7 +290,7 @@ def _max_kl(thresholds: Any) -> float | None:
         return thresholds.max_kl
     if isinstance(thresholds, Mapping):
         return Thresholds().merged(thresholds, source="thresholds").max_kl
-    raise InvalidArgument(f"thresholds={type(thresholds).__name__}; allowed: a Thresholds, a dict or None")
+    raise must_be("thresholds", "a Thresholds, a dict or None", thresholds)
 
 
 def dynamic_scaling(
@@ -311,21 +310,21 @@ def dynamic_scaling(
     unquantized model the smoothed weights are built from. ``details["kl"]`` holds the KL of the
     candidate and of every variant tried; ``details["within_max_kl"]`` says whether the chosen
     one's calibration KL is inside ``thresholds``' ``max_kl`` (a ``Thresholds``, a dict or None for
-    the defaults). The check on evaluation probes is :func:`~pytest_hemorrhage.comparison.compare`'s job.
+    the defaults). The check on evaluation probes is :func:`~pytest_hemorrhage.engine.compare`'s job.
     """
     if not isinstance(baseline, nn.Module):
-        raise InvalidArgument(f"baseline={type(baseline).__name__} is not a torch.nn.Module; allowed: an nn.Module")
+        raise must_be("baseline", "a torch.nn.Module", baseline)
     if not applies(candidate):
         config = getattr(candidate, MODIFICATION_ATTR, None)
-        what = type(candidate).__name__ if config is None else f"a model modified by {config}"
-        raise InvalidArgument(
-            f"candidate is {what}; allowed: a model from quantize(...) with activation quantization "
-            "(activation='static_per_tensor' or 'dynamic_per_token') or per-tensor weights "
-            "(granularity='per_tensor'): dynamic scaling has nothing to rescale otherwise"
+        raise must_be(
+            "candidate", "a model from quantize(...) with activation quantization (activation='static_per_tensor' "
+            "or 'dynamic_per_token') or per-tensor weights (granularity='per_tensor')",
+            got=type(candidate).__name__ if config is None else f"a model modified by {config}",
+            fix="dynamic scaling has nothing to rescale otherwise",
         )
-    alpha_list = [_check_alpha(a) for a in alphas]
+    alpha_list = [fraction("alphas", a) for a in alphas]
     if not alpha_list:
-        raise InvalidArgument("alphas=() is empty; allowed: at least one number in [0, 1]")
+        raise must_be("alphas", "a non-empty sequence of numbers in [0, 1]", alphas)
     max_kl = _max_kl(thresholds)
     config: QuantizationConfig = getattr(candidate, MODIFICATION_ATTR)
     probe_set = _check_probes(probes, baseline)
@@ -373,3 +372,12 @@ def dynamic_scaling(
         "n_tokens": sum(t.shape[0] for t in base_logps),
     }
     return Mitigation("dynamic_scaling", model, description, details)
+
+
+def _mitigate(baseline: nn.Module, candidate: nn.Module, calibration: Any, thresholds: Any, *,
+              probes: Any = None, **options: Any) -> Mitigation:
+    return dynamic_scaling(baseline, candidate, calibration, thresholds=thresholds, **options)
+
+
+#: :func:`dynamic_scaling` as a :class:`~pytest_hemorrhage.mitigate.Mitigator`.
+MITIGATOR = SimpleMitigator("dynamic_scaling", lambda baseline, candidate: _rescalable(candidate), _mitigate)

@@ -17,15 +17,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..arguments import positive_int
+from ..engine import compare
 from ..errors import HemorrhageError, InvalidArgument
 from ..modify._common import linear_modules, model_device
 from ..modify.quantize import ACTIVATION_QUANT_ATTR
-from . import Mitigation
+from ..probes import as_probes
+from ..sources.module import evaluating, pad_id
+from . import Applies, Mitigation, SimpleMitigator
 
-__all__ = ["fallback", "applies", "modified_linears", "sensitivity"]
+__all__ = ["fallback", "applies", "modified_linears", "sensitivity", "MITIGATOR"]
 
 # How many restored names the description lists before "…".
 _NAMES_SHOWN = 6
+
+
+def _same_structure(baseline: Any, candidate: Any) -> Applies:
+    for role, model in (("baseline", baseline), ("candidate", candidate)):
+        if not isinstance(model, nn.Module):
+            return Applies.no(f"the {role} is a {type(model).__name__}, not an nn.Module with weights to restore")
+    shapes_b = {n: tuple(p.shape) for n, p in baseline.named_parameters()}
+    shapes_c = {n: tuple(p.shape) for n, p in candidate.named_parameters()}
+    if shapes_b != shapes_c:
+        return Applies.no("baseline and candidate differ in parameter names or shapes: no module to restore one by one")
+    return Applies.yes()
 
 
 def applies(baseline: Any, candidate: Any) -> bool:
@@ -34,11 +49,7 @@ def applies(baseline: Any, candidate: Any) -> bool:
     Anything else (dropped or inserted blocks, low-rank factors that replace a linear) has no
     module-by-module counterpart to restore.
     """
-    if not isinstance(baseline, nn.Module) or not isinstance(candidate, nn.Module):
-        return False
-    shapes_b = {n: tuple(p.shape) for n, p in baseline.named_parameters()}
-    shapes_c = {n: tuple(p.shape) for n, p in candidate.named_parameters()}
-    return shapes_b == shapes_c
+    return bool(_same_structure(baseline, candidate))
 
 
 def _differs(base: nn.Module, cand: nn.Module) -> bool:
@@ -66,9 +77,6 @@ def sensitivity(baseline: nn.Module, candidate: nn.Module, names: list[str], pro
     One pass of the baseline over ``probes``; each module's candidate counterpart runs on the very
     input the baseline module received (its activation quantizer included), padding excluded.
     """
-    from ..comparison import _eval_mode, _pad_id
-    from ..probes import as_probes
-
     probe_set = as_probes(probes, baseline)
     cand = dict(candidate.named_modules())
     sums = {name: torch.zeros(2, dtype=torch.float64) for name in names}
@@ -92,9 +100,9 @@ def sensitivity(baseline: nn.Module, candidate: nn.Module, names: list[str], pro
     base = dict(baseline.named_modules())
     handles = [base[name].register_forward_hook(hook_for(name)) for name in names]
     try:
-        with _eval_mode({"baseline": baseline, "candidate": candidate}), torch.inference_mode():
+        with evaluating(roles={"baseline": baseline, "candidate": candidate}), torch.inference_mode():
             device = model_device(baseline)
-            for batch in probe_set.batches(batch_size, pad_id=_pad_id(baseline)):
+            for batch in probe_set.batches(batch_size, pad_id=pad_id(baseline)):
                 if batch.input_ids is not None:
                     state["mask"] = batch.attention_mask
                     baseline(batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
@@ -159,7 +167,7 @@ def fallback(
 ) -> Mitigation:
     """Restore the fewest most-sensitive modified linears to the baseline's weights so the gate passes.
 
-    ``thresholds``: as for :func:`~pytest_hemorrhage.comparison.compare` (None: the defaults).
+    ``thresholds``: as for :func:`~pytest_hemorrhage.engine.compare` (None: the defaults).
     ``max_layers``: the most modules that may be restored. Works on a copy: ``baseline`` and
     ``candidate`` are untouched. ``details`` holds ``restored`` (names, in rank order), ``n_modified``,
     ``kl_before``, ``kl_after``, ``compares`` (gate evaluations run, the first included),
@@ -167,16 +175,14 @@ def fallback(
     Raises :class:`InvalidArgument` when the structures differ (see :func:`applies`) and
     :class:`HemorrhageError` when restoring every modified linear (or ``max_layers`` of them) still fails.
     """
-    from ..comparison import compare
-
     if not applies(baseline, candidate):
         raise InvalidArgument(
             "fallback: baseline and candidate differ in structure (parameter names or shapes: dropped or "
             "inserted blocks, replaced layers), so there is no module to restore one by one; allowed: a "
             "candidate with the baseline's modules and shapes (quantized or pruned weights)"
         )
-    if max_layers is not None and (isinstance(max_layers, bool) or not isinstance(max_layers, int) or max_layers < 1):
-        raise InvalidArgument(f"max_layers={max_layers!r}; allowed: None or a positive integer")
+    if max_layers is not None:
+        positive_int("max_layers", max_layers, fix="or None to allow restoring every modified linear")
 
     def gate(model: nn.Module) -> Any:
         return compare(baseline, model, probes, thresholds, layers=None, batch_size=batch_size)
@@ -246,3 +252,14 @@ def fallback(
 def _kl_text(report: Any) -> str:
     kl = _kl(report)
     return "n/a" if kl is None else f"{kl:.3g}"
+
+
+def _mitigate(baseline: nn.Module, candidate: nn.Module, calibration: Any, thresholds: Any, *,
+              probes: Any = None, **options: Any) -> Mitigation:
+    # The search is against the check itself, so it runs on the probes that judge the result
+    # (None: the built-in set, as for compare).
+    return fallback(baseline, candidate, probes, thresholds, **options)
+
+
+#: :func:`fallback` as a :class:`~pytest_hemorrhage.mitigate.Mitigator`.
+MITIGATOR = SimpleMitigator("fallback", _same_structure, _mitigate)

@@ -1,31 +1,31 @@
 """suggest(): try the mitigations that apply to a failing comparison, re-measure each, rank them.
 
-Each mitigation is calibrated on probes disjoint from the evaluation probes when a tokenizer is
-known (the built-in set drawn with another seed), then verified with :func:`compare` on the very
-probes and thresholds of the failing report, so its before/after figures are like for like.
+Every registered mitigation (:mod:`pytest_hemorrhage.mitigate.registry`: the built-in four and
+any a user registers) is asked the same way whether it applies and then to mitigate. Each is
+calibrated on probes disjoint from the evaluation probes when a tokenizer is known (the built-in
+set drawn with another seed), then verified with :func:`compare` on the very probes and
+thresholds of the failing report, so its before/after figures are like for like.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
+from ..arguments import must_be
+from ..engine import compare
 from ..errors import HemorrhageError, InvalidArgument
-from . import Mitigation
+from ..probes import Probes, as_probes, tokenizer_for
+from ..report import METRIC_INFO, _fmt
+from ..snapshot import Snapshot
+from ..thresholds import Thresholds
+from . import Applies, Mitigation, Mitigator
+from .registry import MITIGATIONS
 
-__all__ = ["Suggestion", "suggest", "MITIGATIONS", "calibration_probes"]
-
-#: name -> (module, mitigation function). Each module also has ``applies(...)``.
-MITIGATIONS: dict[str, tuple[str, str]] = {
-    "gradient_pruning": ("gradient_pruning", "gradient_aware_pruning"),
-    "dynamic_scaling": ("dynamic_scaling", "dynamic_scaling"),
-    "decoding_calibration": ("decoding_calibration", "calibrate_decoding"),
-    "fallback": ("fallback", "fallback"),
-}
+__all__ = ["Suggestion", "suggest", "not_applicable", "MITIGATIONS", "calibration_probes"]
 
 #: Calibration probes when a tokenizer is known: seed 1 of the built-in set, short and few,
 #: so a suggestion costs a handful of forward passes.
@@ -51,8 +51,6 @@ class Suggestion:
 
     def describe(self) -> str:
         """``what it changed: KL 0.084 -> 0.012 (checked, passes)``."""
-        from ..report import METRIC_INFO, _fmt
-
         label = METRIC_INFO.get(self.metric, (self.metric,))[0]
         verdict = "passes" if self.passed else "still fails"
         return (f"{self.description}: {label} {_fmt(self.metric, self.before)} -> "
@@ -64,26 +62,34 @@ class Suggestion:
                 "seconds": round(self.seconds, 3), "details": self.details, "text": self.describe()}
 
 
-def _module(name: str) -> Any:
-    return importlib.import_module(f"{__package__}.{MITIGATIONS[name][0]}")
-
-
-def _applies(name: str, baseline: Any, candidate: Any) -> bool:
-    from ..modify.decoding import DecodedModel
-
-    if name == "decoding_calibration" and not isinstance(candidate, DecodedModel):
-        return False  # a refit temperature cannot undo damage to the weights: only decoding changes
-    applies: Callable[..., bool] = getattr(_module(name), "applies")
+def _applies(mitigator: Mitigator, baseline: Any, candidate: Any) -> Applies:
+    """``mitigator.applies(...)`` as an :class:`Applies`; one that raises does not apply."""
     try:
-        return bool(applies(baseline, candidate)) if name == "fallback" else bool(applies(candidate))
-    except (HemorrhageError, InvalidArgument):
-        return False
+        answer = mitigator.applies(baseline, candidate)
+    except (HemorrhageError, InvalidArgument) as exc:
+        return Applies.no(str(exc))
+    return answer if isinstance(answer, Applies) else Applies(bool(answer))
+
+
+def _chosen(names: list[str] | None) -> list[Mitigator]:
+    if names is None:
+        return list(MITIGATIONS.values())
+    unknown = [n for n in names if n not in MITIGATIONS]
+    if unknown:
+        raise must_be("mitigations", f"names of registered mitigations ({', '.join(MITIGATIONS)})", names,
+                      f"unknown: {', '.join(map(repr, unknown))}")
+    return [MITIGATIONS[n] for n in names]
+
+
+def not_applicable(baseline: Any, candidate: Any, mitigations: list[str] | None = None) -> dict[str, str]:
+    """``{name: why not}`` for each registered mitigation (or each of ``mitigations``) that does
+    not apply to this pair, e.g. to say "no mitigation applies: ..." when :func:`suggest` finds none."""
+    answers = {m.name: _applies(m, baseline, candidate) for m in _chosen(mitigations)}
+    return {name: answer.reason for name, answer in answers.items() if not answer}
 
 
 def calibration_probes(baseline: Any, probes: Any) -> Any:
     """Probes to calibrate mitigations on: disjoint built-in probes when a tokenizer is known, else ``probes``."""
-    from ..probes import Probes, as_probes, tokenizer_for
-
     model = getattr(baseline, "model", baseline)  # a DecodedModel's tokenizer is its model's
     tokenizer = tokenizer_for(model)
     evaluation = as_probes(probes, model)
@@ -121,47 +127,35 @@ def suggest(
     each mitigation is applied to copies, re-compared on the same probes and thresholds, and
     ranked: passing ones first, then by the failing metric. ``mitigations`` limits the names
     tried (see :data:`MITIGATIONS`); ``calibration`` overrides the calibration probes. A
-    mitigation that raises is left out with a warning naming it and the reason.
+    mitigation that raises is left out with a warning naming it and the reason;
+    :func:`not_applicable` says why the others were not tried.
     """
-    from ..comparison import compare
-    from ..snapshot import Snapshot
-
     if isinstance(baseline, Snapshot):
         raise InvalidArgument(
             "suggest: the baseline is a snapshot; mitigations need the baseline model's weights. "
             "Pass the baseline model (or call assert_no_hemorrhage(..., suggest=False))."
         )
-    names = list(MITIGATIONS) if mitigations is None else list(mitigations)
-    unknown = [n for n in names if n not in MITIGATIONS]
-    if unknown:
-        raise InvalidArgument(f"mitigations: unknown {unknown}; allowed: {sorted(MITIGATIONS)}")
+    chosen = _chosen(None if mitigations is None else list(mitigations))
     thresholds = thresholds if thresholds is not None else report.thresholds
     if isinstance(thresholds, Mapping):
-        from ..thresholds import Thresholds
-
         thresholds = Thresholds().merged(thresholds, source="report thresholds")
     metric = _headline_metric(report)
     before = report.metrics[metric].estimate
     calib = calibration if calibration is not None else calibration_probes(baseline, probes)
     out: list[Suggestion] = []
-    for name in names:
-        if not _applies(name, baseline, candidate):
+    for mitigator in chosen:
+        if not _applies(mitigator, baseline, candidate):
             continue
-        module = _module(name)
         start = time.perf_counter()
         try:
-            fn = getattr(module, MITIGATIONS[name][1])
-            if name == "fallback":
-                mitigation = fn(baseline, candidate, probes, thresholds)
-            else:
-                mitigation = fn(baseline, candidate, calib)
+            mitigation = mitigator.mitigate(baseline, candidate, calib, thresholds, probes=probes)
             after = compare(baseline, mitigation.model, probes, thresholds=thresholds, **compare_kwargs)
         except (HemorrhageError, InvalidArgument) as exc:
-            warnings.warn(f"mitigation {name} was not verified: {exc}", UserWarning, stacklevel=2)
+            warnings.warn(f"mitigation {mitigator.name} was not verified: {exc}", UserWarning, stacklevel=2)
             continue
         value = after.metrics[metric].estimate if metric in after.metrics else math.nan
         out.append(Suggestion(
-            name=name, description=mitigation.description, metric=metric, before=before, after=value,
+            name=mitigator.name, description=mitigation.description, metric=metric, before=before, after=value,
             passed=after.passed, seconds=time.perf_counter() - start, details=mitigation.details,
             mitigation=mitigation, report=after,
         ))

@@ -16,6 +16,7 @@ from ._common import DEFAULT_SKIP, MODIFICATION_ATTR, Modification, find_decoder
 from .composed import Composed
 from .decoding import DecodedModel, DecodingConfig, effective_log_probs, generate_greedy
 from .expand import ExpansionConfig, expand
+from .importance import ImportancePruning, prune_by_importance
 from .lowrank import LowRankConfig, low_rank
 from .prune import PruningConfig, prune
 from .quantize import QuantizationConfig, quantize
@@ -28,6 +29,7 @@ __all__ = [
     "PruningConfig",
     "LowRankConfig",
     "ExpansionConfig",
+    "ImportancePruning",
     "DecodingConfig",
     "DecodedModel",
     "Composed",
@@ -35,6 +37,7 @@ __all__ = [
     "prune",
     "low_rank",
     "expand",
+    "prune_by_importance",
     "effective_log_probs",
     "generate_greedy",
     "find_decoder_blocks",
@@ -43,30 +46,23 @@ __all__ = [
 
 _KINDS: dict[str, type[Modification]] = {
     cls.kind: cls
-    for cls in (QuantizationConfig, PruningConfig, LowRankConfig, ExpansionConfig, DecodingConfig, Composed)
+    for cls in (
+        QuantizationConfig, PruningConfig, ImportancePruning, LowRankConfig, ExpansionConfig, DecodingConfig, Composed
+    )
 }
-
-
-def _kinds() -> dict[str, type[Modification]]:
-    # Importance pruning lives with the mitigations (it needs calibration data); imported lazily
-    # because that module imports this package.
-    from ..mitigate.gradient_pruning import ImportancePruning
-
-    return {**_KINDS, ImportancePruning.kind: ImportancePruning}
 
 
 def modification_from_dict(data: Mapping[str, Any]) -> Modification:
     """Rebuild a config from :meth:`Modification.to_dict` output (e.g. read back from JSON)."""
-    kinds = _kinds()
-    if not isinstance(data, Mapping) or data.get("kind") not in kinds:
+    if not isinstance(data, Mapping) or data.get("kind") not in _KINDS:
         kind = data.get("kind") if isinstance(data, Mapping) else None
-        raise InvalidArgument(f"data has kind={kind!r}; allowed: a mapping with kind in {sorted(kinds)}")
+        raise InvalidArgument(f"data has kind={kind!r}; allowed: a mapping with kind in {sorted(_KINDS)}")
     fields = {k: v for k, v in data.items() if k != "kind"}
     if data["kind"] == "composed":
         return Composed(tuple(modification_from_dict(step) for step in fields.get("steps", ())))
     # JSON turns tuples into lists; the configs normalise sequences back to tuples.
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     try:
-        return kinds[data["kind"]](**fields)
+        return _KINDS[data["kind"]](**fields)
     except TypeError as exc:
         raise InvalidArgument(f"data={dict(data)!r} does not fit {data['kind']!r}: {exc}") from None

@@ -10,14 +10,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
-import math
-import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..arguments import flag, must_be
 from ..errors import InvalidArgument
 
 __all__ = [
@@ -57,82 +56,27 @@ _PER_LAYER_CONFIG_LISTS = ("layer_types",)
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def check_int(value: Any, argument: str, low: int | None = None, high: int | None = None) -> int:
-    """Return ``value`` if it is an int (not bool) within [low, high], else raise."""
-    allowed = _range_text(low, high, "an integer")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{argument}={value!r} is not an integer; allowed: {allowed}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise InvalidArgument(f"{argument}={value!r} is out of range; allowed: {allowed}")
-    return value
-
-
-def check_float(
-    value: Any,
-    argument: str,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """Return ``float(value)`` if it is a finite real within the given interval, else raise."""
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
-    allowed = f"a number in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise InvalidArgument(f"{argument}={value!r} is not a finite number; allowed: {allowed}")
-    v = float(value)
-    if low is not None and (v < low or (low_open and v == low)):
-        raise InvalidArgument(f"{argument}={value!r} is out of range; allowed: {allowed}")
-    if high is not None and (v > high or (high_open and v == high)):
-        raise InvalidArgument(f"{argument}={value!r} is out of range; allowed: {allowed}")
-    return v
-
-
-def check_choice(value: Any, argument: str, choices: Iterable[Any]) -> Any:
-    """Return ``value`` if it is one of ``choices``, else raise."""
-    choices = tuple(choices)
-    if value not in choices:
-        raise InvalidArgument(f"{argument}={value!r} is not allowed; allowed: one of {choices!r}")
-    return value
+# (number, choice and flag checks: pytest_hemorrhage.arguments)
 
 
 def check_patterns(value: Any, argument: str, *, allow_none: bool = False) -> tuple[str, ...] | None:
     """Normalise a module-name pattern list to a tuple of non-empty strings."""
+    what = "a sequence of module-name patterns (non-empty substrings or fnmatch patterns)"
     if value is None:
         if allow_none:
             return None
-        raise InvalidArgument(f"{argument}=None is not allowed; allowed: a sequence of module-name patterns")
+        raise must_be(argument, what, value)
     if isinstance(value, str):
         value = (value,)
     try:
         patterns = tuple(value)
     except TypeError:
-        raise InvalidArgument(
-            f"{argument}={value!r} is not a sequence; allowed: a sequence of module-name patterns"
-        ) from None
-    for p in patterns:
-        if not isinstance(p, str) or not p:
-            raise InvalidArgument(
-                f"{argument}={value!r} contains {p!r}; allowed: non-empty strings "
-                "(substrings or fnmatch patterns of module names)"
-            )
+        raise must_be(argument, what, value) from None
+    if any(not isinstance(p, str) or not p for p in patterns):
+        raise must_be(argument, what, value)
     if allow_none and not patterns:
-        raise InvalidArgument(f"{argument}=() selects nothing; allowed: None (everything) or non-empty patterns")
+        raise must_be(argument, "None (every module) or " + what, value, "() selects nothing")
     return patterns
-
-
-def _range_text(low: Any, high: Any, what: str) -> str:
-    if low is not None and high is not None:
-        return f"{what} in [{low}, {high}]"
-    if low is not None:
-        return f"{what} >= {low}"
-    if high is not None:
-        return f"{what} <= {high}"
-    return what
 
 
 # --------------------------------------------------------------------------- base classes
@@ -209,10 +153,8 @@ class WeightModification(Modification):
 def copy_model(model: Any, inplace: bool = False) -> nn.Module:
     """Deep copy of ``model`` (or ``model`` itself when ``inplace``); checks the type."""
     if not isinstance(model, nn.Module):
-        raise InvalidArgument(f"model={type(model).__name__} is not a torch.nn.Module; allowed: an nn.Module")
-    if not isinstance(inplace, bool):
-        raise InvalidArgument(f"inplace={inplace!r} is not a bool; allowed: True or False")
-    return model if inplace else copy.deepcopy(model)
+        raise must_be("model", "a torch.nn.Module", model)
+    return model if flag("inplace", inplace) else copy.deepcopy(model)
 
 
 def name_matches(name: str, pattern: str) -> bool:
@@ -237,10 +179,8 @@ def check_patterns_exist(model: nn.Module, patterns: Iterable[str] | None, argum
     for p in patterns:
         if not any(name_matches(n, p) for n in names):
             sample = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-            raise InvalidArgument(
-                f"{argument}: pattern {p!r} matches no module of {type(model).__name__}; "
-                f"allowed: a substring or fnmatch pattern of a module name (e.g. {sample})"
-            )
+            raise must_be(argument, f"patterns matching module names of {type(model).__name__} "
+                          f"(substrings or fnmatch patterns, e.g. {sample})", p)
 
 
 def is_conv1d(module: nn.Module) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InvalidArgument
+from ..arguments import must_be
 from ._common import MODIFICATION_ATTR, Modification, copy_model
 from .decoding import DecodedModel, DecodingConfig
 
@@ -24,23 +24,17 @@ class Composed(Modification):
     kind = "composed"
 
     def __post_init__(self) -> None:
+        what = "a non-empty sequence of modification configs (QuantizationConfig, PruningConfig, ...)"
         try:
             steps = tuple(self.steps)
         except TypeError:
-            raise InvalidArgument(f"steps={self.steps!r} is not a sequence; allowed: modification configs") from None
-        if not steps:
-            raise InvalidArgument("steps=() is empty; allowed: at least one modification config")
-        for step in steps:
-            if not isinstance(step, Modification):
-                raise InvalidArgument(
-                    f"steps contains {step!r}; allowed: modification configs (QuantizationConfig, PruningConfig, ...)"
-                )
+            raise must_be("steps", what, self.steps) from None
+        if not steps or not all(isinstance(step, Modification) for step in steps):
+            raise must_be("steps", what, self.steps)
         decoding = [i for i, s in enumerate(steps) if _has_decoding(s)]
         if decoding and decoding != [len(steps) - 1]:
-            raise InvalidArgument(
-                f"steps has a DecodingConfig at position(s) {decoding} of {len(steps)}; "
-                "allowed: at most one, as the last step"
-            )
+            raise must_be("steps", "configs with at most one DecodingConfig, as the last step", self.steps,
+                          f"move the DecodingConfig at position(s) {decoding} to the end")
         object.__setattr__(self, "steps", steps)
 
     def apply(self, model: nn.Module, inplace: bool = False, calibration: torch.Tensor | None = None) -> Any:

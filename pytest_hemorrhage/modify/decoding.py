@@ -15,8 +15,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import InvalidArgument
-from ._common import Modification, check_float, check_int, logits_of
+from ..arguments import flag, integer, must_be, number
+from ._common import Modification, logits_of
 
 __all__ = ["DecodingConfig", "DecodedModel", "effective_log_probs", "generate_greedy", "apply_repetition_penalty"]
 
@@ -34,25 +34,21 @@ class DecodingConfig(Modification):
     kind = "decoding"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.do_sample, bool):
-            raise InvalidArgument(f"do_sample={self.do_sample!r} is not a bool; allowed: True or False")
+        flag("do_sample", self.do_sample)
+        object.__setattr__(self, "temperature", number("temperature", self.temperature, 0.0, low_open=True))
+        integer("top_k", self.top_k, 0)
+        object.__setattr__(self, "top_p", number("top_p", self.top_p, 0.0, 1.0, low_open=True))
         object.__setattr__(
-            self, "temperature", check_float(self.temperature, "temperature", 0.0, low_open=True)
-        )
-        check_int(self.top_k, "top_k", 0)
-        object.__setattr__(self, "top_p", check_float(self.top_p, "top_p", 0.0, 1.0, low_open=True))
-        object.__setattr__(
-            self,
-            "repetition_penalty",
-            check_float(self.repetition_penalty, "repetition_penalty", 0.0, low_open=True),
+            self, "repetition_penalty", number("repetition_penalty", self.repetition_penalty, 0.0, low_open=True)
         )
 
     def apply(self, model: Any, inplace: bool = False, calibration: torch.Tensor | None = None) -> "DecodedModel":
         """Pair ``model`` (left untouched, not copied) with this config."""
         if isinstance(model, DecodedModel):
-            raise InvalidArgument("model is already a DecodedModel; allowed: at most one DecodingConfig per model")
+            raise must_be("model", "a torch.nn.Module, not a DecodedModel", model,
+                          "apply at most one DecodingConfig to a model")
         if not isinstance(model, nn.Module):
-            raise InvalidArgument(f"model={type(model).__name__} is not a torch.nn.Module; allowed: an nn.Module")
+            raise must_be("model", "a torch.nn.Module", model)
         return DecodedModel(model, self)
 
     def describe(self) -> str:
@@ -95,21 +91,18 @@ def apply_repetition_penalty(logits: torch.Tensor, prev_tokens: torch.Tensor, pe
 
 def _check_inputs(logits: Any, config: Any, prev_tokens: Any) -> None:
     if not isinstance(config, DecodingConfig):
-        raise InvalidArgument(f"config={type(config).__name__} is not a DecodingConfig; allowed: a DecodingConfig")
+        raise must_be("config", "a DecodingConfig", config)
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() < 1:
-        raise InvalidArgument(f"logits={type(logits).__name__}; allowed: a floating tensor [..., vocab]")
+        raise must_be("logits", "a floating tensor [..., vocab]", logits)
     if prev_tokens is not None:
         if not isinstance(prev_tokens, torch.Tensor) or prev_tokens.is_floating_point():
-            raise InvalidArgument(f"prev_tokens={type(prev_tokens).__name__}; allowed: an integer tensor [..., T]")
+            raise must_be("prev_tokens", "an integer tensor [..., T]", prev_tokens)
         if prev_tokens.shape[:-1] != logits.shape[:-1]:
-            raise InvalidArgument(
-                f"prev_tokens has shape {tuple(prev_tokens.shape)} but logits {tuple(logits.shape)}; "
-                "allowed: the same leading dimensions ([..., T] for logits [..., V])"
-            )
+            raise must_be("prev_tokens", f"[..., T] with the leading dimensions of logits {tuple(logits.shape)}",
+                          prev_tokens)
         if prev_tokens.numel() and (prev_tokens.min() < 0 or prev_tokens.max() >= logits.shape[-1]):
-            raise InvalidArgument(
-                f"prev_tokens holds ids outside [0, {logits.shape[-1] - 1}]; allowed: vocabulary ids"
-            )
+            raise must_be("prev_tokens", f"vocabulary ids in [0, {logits.shape[-1] - 1}]",
+                          got=f"ids from {int(prev_tokens.min())} to {int(prev_tokens.max())}")
 
 
 def effective_log_probs(
@@ -156,8 +149,8 @@ def _decode(
     Uses the KV cache for Hugging Face generation models, full recomputation otherwise.
     """
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
-        raise InvalidArgument(f"input_ids={type(input_ids).__name__}; allowed: an integer tensor [batch, seq]")
-    check_int(max_new_tokens, "max_new_tokens", 0)
+        raise must_be("input_ids", "an integer tensor [batch, seq]", input_ids)
+    integer("max_new_tokens", max_new_tokens, 0)
     tokens = input_ids
     use_cache = hasattr(model, "prepare_inputs_for_generation")
     # transformers >= 5.2x calls the KV cache ``cache``; older releases ``past_key_values``.
@@ -185,9 +178,7 @@ def generate_greedy(
     No early stop at EOS. Only ``config.repetition_penalty`` is used; sampling settings are ignored.
     """
     if config is not None and not isinstance(config, DecodingConfig):
-        raise InvalidArgument(
-            f"config={type(config).__name__} is not a DecodingConfig; allowed: None or a DecodingConfig"
-        )
+        raise must_be("config", "None or a DecodingConfig", config)
     penalty = 1.0 if config is None else config.repetition_penalty
 
     def choose(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

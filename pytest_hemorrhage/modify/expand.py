@@ -18,11 +18,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..errors import InvalidArgument
+from ..arguments import integer, must_be, one_of, positive_int
 from ._common import (
     WeightModification,
-    check_choice,
-    check_int,
     find_decoder_blocks,
     output_projections,
     set_decoder_blocks,
@@ -38,10 +36,8 @@ def identity_block(block: nn.Module) -> nn.Module:
     new = copy.deepcopy(block)
     projections = output_projections(new)
     if not projections:
-        raise InvalidArgument(
-            f"mode='identity' but block class {type(block).__name__} has no recognised output projection "
-            "(o_proj, out_proj, down_proj, c_proj, fc2, dense_4h_to_h, w2, wo); allowed: mode='duplicate'"
-        )
+        raise must_be("mode", f"'duplicate' for {type(block).__name__} blocks, which have no recognised output "
+                      "projection (o_proj, out_proj, down_proj, c_proj, fc2, dense_4h_to_h, w2, wo)", "identity")
     with torch.no_grad():
         for _name, module in projections:
             module.weight.zero_()
@@ -77,37 +73,32 @@ class ExpansionConfig(WeightModification):
     kind = "expand"
 
     def __post_init__(self) -> None:
-        check_choice(self.mode, "mode", MODES)
+        one_of("mode", self.mode, MODES)
         if self.positions is not None and self.count is not None:
-            raise InvalidArgument(
-                f"positions={self.positions!r} and count={self.count!r} both given; allowed: one of them"
-            )
+            raise must_be("positions", "None when count is given", self.positions,
+                          f"pass positions (where to insert) or count={self.count!r} (how many), not both")
         if self.positions is not None:
-            positions = (self.positions,) if isinstance(self.positions, int) else self.positions
+            what = "a non-empty sequence of block indices (integers >= 0)"
             try:
-                positions = tuple(positions)
+                positions = (self.positions,) if isinstance(self.positions, int) else tuple(self.positions)
             except TypeError:
-                raise InvalidArgument(
-                    f"positions={self.positions!r} is not a sequence; allowed: block indices"
-                ) from None
+                raise must_be("positions", what, self.positions) from None
             if not positions:
-                raise InvalidArgument("positions=() inserts nothing; allowed: at least one block index")
+                raise must_be("positions", what, self.positions, "() inserts nothing")
             for p in positions:
-                check_int(p, "positions", 0)
+                integer("positions", p, 0)
             object.__setattr__(self, "positions", tuple(sorted(positions)))
         elif self.count is None:
             object.__setattr__(self, "count", 1)
         if self.count is not None:
-            check_int(self.count, "count", 1)
+            positive_int("count", self.count)
 
     def _sources(self, total: int) -> list[int]:
         """Original index of every block of the expanded stack."""
         if self.positions is not None:
             if max(self.positions) >= total:
-                raise InvalidArgument(
-                    f"positions={self.positions!r} for a model with {total} blocks; "
-                    f"allowed: indices in [0, {total - 1}]"
-                )
+                raise must_be("positions", f"block indices in [0, {total - 1}] (the model has {total} blocks)",
+                              self.positions)
             chosen = list(self.positions)
         else:
             assert self.count is not None

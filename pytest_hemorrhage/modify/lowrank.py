@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..arguments import fraction
 from ._common import (
     DEFAULT_SKIP,
     WeightModification,
-    check_float,
     check_patterns,
     select_linears,
     weight_out_in,
@@ -44,8 +44,7 @@ class LowRankConfig(WeightModification):
     kind = "lowrank"
 
     def __post_init__(self) -> None:
-        ratio = check_float(self.rank_ratio, "rank_ratio", 0.0, 1.0, low_open=True)
-        object.__setattr__(self, "rank_ratio", ratio)
+        object.__setattr__(self, "rank_ratio", fraction("rank_ratio", self.rank_ratio, low_open=True))
         object.__setattr__(self, "skip", check_patterns(self.skip, "skip"))
         object.__setattr__(self, "targets", check_patterns(self.targets, "targets", allow_none=True))
 

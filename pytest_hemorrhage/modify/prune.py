@@ -39,13 +39,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..arguments import fraction, integer, must_be, one_of, positive_int
 from ..errors import InvalidArgument
 from ._common import (
     DEFAULT_SKIP,
     WeightModification,
-    check_choice,
-    check_float,
-    check_int,
     check_patterns,
     check_patterns_exist,
     find_decoder_blocks,
@@ -191,49 +189,39 @@ class PruningConfig(WeightModification):
     kind = "prune"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sparsity", check_float(self.sparsity, "sparsity", 0.0, 1.0, high_open=True))
-        check_choice(self.method, "method", METHODS)
-        check_int(self.m, "m", 1)
-        check_int(self.n, "n", 1)
-        if self.n > self.m:
-            raise InvalidArgument(
-                f"n={self.n} is larger than m={self.m}; allowed: 1 <= n <= m (N:M keeps n of every m)"
-            )
+        object.__setattr__(self, "sparsity", fraction("sparsity", self.sparsity, high_open=True))
+        one_of("method", self.method, METHODS)
+        positive_int("m", self.m)
+        integer("n", self.n, 1, self.m, fix="N:M keeps n of every m weights")
         if self.blocks is not None:
-            if self.method != "blocks":
-                raise InvalidArgument(
-                    f"blocks={self.blocks!r} given with method={self.method!r}; allowed: only with method='blocks'"
-                )
-            if isinstance(self.blocks, int) and not isinstance(self.blocks, bool):
-                object.__setattr__(self, "blocks", (self.blocks,))
-            try:
-                blocks = tuple(self.blocks)
-            except TypeError:
-                raise InvalidArgument(f"blocks={self.blocks!r} is not a sequence; allowed: block indices") from None
-            for b in blocks:
-                check_int(b, "blocks", 0)
-            if not blocks or len(set(blocks)) != len(blocks):
-                raise InvalidArgument(
-                    f"blocks={self.blocks!r}; allowed: a non-empty sequence of distinct block indices"
-                )
-            object.__setattr__(self, "blocks", tuple(sorted(blocks)))
+            self._check_blocks()
         if self.per_layer is not None:
             if not isinstance(self.per_layer, Mapping) or not self.per_layer:
-                raise InvalidArgument(
-                    f"per_layer={self.per_layer!r}; allowed: a non-empty mapping pattern -> sparsity"
-                )
+                raise must_be("per_layer", "a non-empty mapping pattern -> sparsity", self.per_layer)
             if self.method in ("nm", "blocks"):
-                raise InvalidArgument(
-                    f"per_layer={dict(self.per_layer)!r} given with method={self.method!r}; "
-                    "allowed: only with method 'magnitude', 'heads' or 'channels'"
-                )
+                raise must_be("per_layer", "None with method='nm' or 'blocks'", dict(self.per_layer),
+                              "per-layer sparsities go with method 'magnitude', 'heads' or 'channels'")
             overrides = {}
             for pattern, value in self.per_layer.items():
                 check_patterns((pattern,), "per_layer")
-                overrides[pattern] = check_float(value, f"per_layer[{pattern!r}]", 0.0, 1.0, high_open=True)
+                overrides[pattern] = fraction(f"per_layer[{pattern!r}]", value, high_open=True)
             object.__setattr__(self, "per_layer", MappingProxyType(overrides))
         object.__setattr__(self, "skip", check_patterns(self.skip, "skip"))
         object.__setattr__(self, "targets", check_patterns(self.targets, "targets", allow_none=True))
+
+    def _check_blocks(self) -> None:
+        if self.method != "blocks":
+            raise must_be("blocks", "None unless method='blocks'", self.blocks,
+                          f"method={self.method!r} drops no whole block")
+        what = "a non-empty sequence of distinct block indices (integers >= 0)"
+        try:
+            blocks = (self.blocks,) if isinstance(self.blocks, int) else tuple(self.blocks)
+        except TypeError:
+            raise must_be("blocks", what, self.blocks) from None
+        if (not blocks or len(set(blocks)) != len(blocks)
+                or any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in blocks)):
+            raise must_be("blocks", what, self.blocks)
+        object.__setattr__(self, "blocks", tuple(sorted(blocks)))
 
     def __hash__(self) -> int:
         per_layer = tuple(self.per_layer.items()) if self.per_layer is not None else None
@@ -355,10 +343,8 @@ class PruningConfig(WeightModification):
         if self.blocks is not None:
             drop = set(self.blocks)
             if max(drop) >= total or len(drop) >= total:
-                raise InvalidArgument(
-                    f"blocks={self.blocks!r} for a model with {total} blocks; "
-                    f"allowed: distinct indices in [0, {total - 1}] leaving at least one block"
-                )
+                raise must_be("blocks", f"distinct indices in [0, {total - 1}] leaving at least one block "
+                              f"(the model has {total})", self.blocks)
         else:
             count = min(_round(self.sparsity * total), total - 1)
             drop = set(range(total - 1 - count, total - 1))

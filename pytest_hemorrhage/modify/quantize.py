@@ -33,13 +33,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..errors import InvalidArgument
+from ..arguments import flag, integer, must_be, number, one_of, positive_int
 from ._common import (
     DEFAULT_SKIP,
     WeightModification,
-    check_choice,
-    check_float,
-    check_int,
     check_patterns,
     model_device,
     select_linears,
@@ -89,9 +86,9 @@ def fake_quantize_weight(
 ) -> torch.Tensor:
     """RTN fake-quantize an ``[out, in]`` weight; returns a new tensor of the same dtype."""
     if weight.dim() != 2:
-        raise InvalidArgument(f"weight has shape {tuple(weight.shape)}; allowed: a 2-D [out, in] matrix")
-    check_int(bits, "bits", 2, 8)
-    check_choice(granularity, "granularity", GRANULARITIES)
+        raise must_be("weight", "a 2-D [out, in] matrix", weight)
+    integer("bits", bits, 2, 8)
+    one_of("granularity", granularity, GRANULARITIES)
     x = weight.detach().to(torch.promote_types(weight.dtype, torch.float32))
     rows, cols = x.shape
     if granularity == "per_tensor":
@@ -99,7 +96,7 @@ def fake_quantize_weight(
     elif granularity == "per_channel":
         deq = _fake_quant_rows(x, bits, symmetric)
     else:
-        check_int(group_size, "group_size", 1)
+        positive_int("group_size", group_size)
         n_groups = math.ceil(cols / group_size)
         padded = n_groups * group_size
         if padded != cols:
@@ -203,15 +200,13 @@ class QuantizationConfig(WeightModification):
     kind = "quantize"
 
     def __post_init__(self) -> None:
-        check_int(self.bits, "bits", 2, 8)
-        if not isinstance(self.symmetric, bool):
-            raise InvalidArgument(f"symmetric={self.symmetric!r} is not a bool; allowed: True or False")
-        check_choice(self.granularity, "granularity", GRANULARITIES)
-        check_int(self.group_size, "group_size", 1)
-        check_choice(self.activation, "activation", ACTIVATION_MODES)
-        check_int(self.activation_bits, "activation_bits", 2, 16)
-        check_float(self.activation_range, "activation_range", 0.0, low_open=True)
-        object.__setattr__(self, "activation_range", float(self.activation_range))
+        integer("bits", self.bits, 2, 8)
+        flag("symmetric", self.symmetric)
+        one_of("granularity", self.granularity, GRANULARITIES)
+        positive_int("group_size", self.group_size)
+        one_of("activation", self.activation, ACTIVATION_MODES)
+        integer("activation_bits", self.activation_bits, 2, 16)
+        object.__setattr__(self, "activation_range", number("activation_range", self.activation_range, 0.0, low_open=True))
         object.__setattr__(self, "skip", check_patterns(self.skip, "skip"))
         object.__setattr__(self, "targets", check_patterns(self.targets, "targets", allow_none=True))
 
@@ -226,11 +221,7 @@ class QuantizationConfig(WeightModification):
         absmax: dict[str, float] = {}
         if self.activation == "static_per_tensor" and calibration is not None:
             if not isinstance(calibration, torch.Tensor) or calibration.dim() not in (1, 2):
-                raise InvalidArgument(
-                    f"calibration={type(calibration).__name__} "
-                    f"{tuple(calibration.shape) if isinstance(calibration, torch.Tensor) else ''}; "
-                    "allowed: a [batch, seq] tensor of token ids"
-                )
+                raise must_be("calibration", "a [batch, seq] tensor of token ids", calibration)
             if calibration.dim() == 1:
                 calibration = calibration.unsqueeze(0)
             absmax = _calibrate_absmax(model, modules, calibration)

@@ -63,7 +63,7 @@ def spy_on_compare(monkeypatch):
 
     compare = getattr(pytest_hemorrhage, "compare", None)
     if compare is None:  # namespace-package import: __init__ did not run
-        from pytest_hemorrhage.comparison import compare
+        from pytest_hemorrhage.engine import compare
     seen = {}
 
     def spy(*args, **kwargs):
@@ -97,7 +97,7 @@ def _heavy_modules_loaded():
 
     compare = getattr(pytest_hemorrhage, "compare", None)
     if compare is None:  # pytest_hemorrhage imported as a namespace package: its __init__ did not run
-        from pytest_hemorrhage.comparison import compare
+        from pytest_hemorrhage.engine import compare
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""compare(): run baseline and candidate over the probes, stream metrics into accumulators, judge.
+"""The engine, compare(): run baseline and candidate over the probes, stream metrics into accumulators, judge.
 
 Probes go through in batches. For each batch the baseline's layer outputs are held only until
 the candidate's matching layer has run; per-probe sums are all that survive the batch, so
@@ -7,25 +7,25 @@ memory stays flat as the probe set grows.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from .capture import ModelAdapter, adapt, capture_layers, eager_attention, host_to, module_tensors, parameter_count
-from .errors import HemorrhageDetected, HemorrhageError, InvalidArgument
+from .capture import ModelAdapter, adapt, capture_layers, eager_attention, host_to, parameter_count
+from .errors import HemorrhageError, InvalidArgument
 from .metrics.activations import activation_sums, layer_activation_sums, relative_error, sqnr_db
 from .metrics.attention import attention_sums
 from .metrics.outputs import OUTPUT_METRICS, token_output_metrics
 from .probes import Probes, as_probes
 from .report import LayerResult, MetricResult, Report
+from .sources.module import check_pair, evaluating, on_device, pad_id
 from .stats import Estimate, LogHistogram, UnitAccumulator, decide, mcnemar_exact, ratio_estimate
 from .thresholds import THRESHOLD_SPECS, Thresholds
 
-__all__ = ["compare", "assert_no_hemorrhage", "check_pair", "explain", "generation_metrics"]
+__all__ = ["compare", "generation_metrics"]
 
 _KL_QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99, "p99_9": 0.999}
 
@@ -42,102 +42,6 @@ def _resolve_thresholds(thresholds: Thresholds | Mapping[str, Any] | None, overr
             f"thresholds: expected Thresholds or a dict, got {type(thresholds).__name__}"
         )
     return base.merged(overrides, source="keyword arguments") if overrides else base
-
-
-def check_pair(baseline: nn.Module, candidate: nn.Module) -> None:
-    """Reject pairs that cannot give a meaningful comparison (same object, shared storage, meta)."""
-    if candidate is baseline:
-        raise HemorrhageError(
-            "candidate is baseline: the same model object was passed twice, so the comparison "
-            "would be empty. Modify a copy (copy.deepcopy(baseline)) and pass that as the candidate."
-        )
-    storages = []
-    for role, model in (("baseline", baseline), ("candidate", candidate)):
-        params, buffers = module_tensors(model)
-        tensors = params + buffers
-        if any(t.device.type == "meta" for t in tensors):
-            meta = [n for n, p in model.named_parameters() if p.device.type == "meta" and not _offloaded(model, n)]
-            if meta:
-                raise HemorrhageError(
-                    f"{role}: parameter {meta[0]} is on the meta device (no data); load real weights "
-                    "(e.g. from_pretrained without device_map='meta', or model.to_empty() then load a state dict)"
-                )
-        storages.append({t.untyped_storage().data_ptr() for t in tensors if t.device.type != "meta" and t.numel() > 0})
-    shared = storages[0] & storages[1]
-    if shared:
-        names = [n for n, p in candidate.named_parameters() if p.untyped_storage().data_ptr() in shared]
-        raise HemorrhageError(
-            f"baseline and candidate share parameter storage ({len(shared)} tensors, e.g. "
-            f"{names[0] if names else 'a buffer'}): the modification was probably applied in place, "
-            "so the baseline changed too. Apply it to copy.deepcopy(baseline) instead."
-        )
-
-
-def _offloaded(model: nn.Module, parameter: str) -> bool:
-    """Whether an accelerate hook loads ``parameter`` on demand (CPU or disk offload via ``dispatch_model``)."""
-    parts = parameter.split(".")[:-1]
-    module = model
-    for part in [None] + parts:
-        if part is not None:
-            module = getattr(module, part, None)
-            if module is None:
-                return False
-        if getattr(module, "_hf_hook", None) is not None:
-            return True
-    return False
-
-
-def _dispatched(model: nn.Module) -> bool:
-    """A model placed by accelerate (``device_map=...``): its hooks, not ``.to()``, decide where weights live."""
-    return getattr(model, "hf_device_map", None) is not None or any(
-        getattr(m, "_hf_hook", None) is not None for m in model.modules())
-
-
-@contextlib.contextmanager
-def _eval_mode(models: dict[str, nn.Module]) -> Iterator[None]:
-    training = {role: m.training for role, m in models.items()}
-    for role, was in training.items():
-        if was:
-            warnings.warn(
-                f"{role} was in train mode (dropout active); it is compared in eval mode and its "
-                "mode is restored afterwards. Call .eval() to silence this.",
-                UserWarning,
-                stacklevel=4,
-            )
-    # A submodule may train while its parent does not; eval()/train() walk and set every module, so
-    # they run only when some module is in train mode (a large model's walk costs host time).
-    switched = [m for m in models.values() if any(sub.training for sub in m.modules())]
-    try:
-        for m in switched:
-            m.eval()
-        yield
-    finally:
-        for role, m in models.items():
-            if m in switched:
-                m.train(training[role])
-
-
-@contextlib.contextmanager
-def _on_device(models: list[nn.Module], device: str | torch.device | None) -> Iterator[None]:
-    if device is None:
-        yield
-        return
-    device = torch.device(device)
-    dispatched = [type(m).__name__ for m in models if _dispatched(m)]
-    if dispatched:
-        raise InvalidArgument(
-            f"device={str(device)!r}: {dispatched[0]} was placed by accelerate (device_map / dispatch_model), "
-            "so moving it would undo that placement; leave device unset (and --hemorrhage-device off) "
-            "and compare it where accelerate put it"
-        )
-    before = [next(iter(m.parameters()), torch.empty(0)).device for m in models]
-    try:
-        for m in models:
-            m.to(device)
-        yield
-    finally:
-        for m, dev in zip(models, before):
-            m.to(dev)
 
 
 def _seen_tokens(prefix: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -511,8 +415,8 @@ def compare(
     if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
         raise InvalidArgument(f"generation: must be a number of new tokens >= 0, got {generation!r}")
     described = candidate
-    baseline, base_decoding = _unwrap_decoding(baseline)
-    candidate, cand_decoding = _unwrap_decoding(candidate)
+    baseline, base_decoding = unwrap_decoding(baseline)
+    candidate, cand_decoding = unwrap_decoding(candidate)
     decoding = (base_decoding, cand_decoding) if (base_decoding or cand_decoding) else None
     snapshot = baseline if isinstance(baseline, Snapshot) else None
     if snapshot is None and not isinstance(baseline, nn.Module):
@@ -552,13 +456,13 @@ def compare(
         check_context_length(model, probe_set)
         check_token_ids(model, probe_set)
     cand = base if shared else adapt(candidate, layers, output)
-    with _on_device(list(models.values()), device), _eval_mode(models), \
+    with on_device(list(models.values()), device), evaluating(roles=models), \
             eager_attention(baseline, attention and snapshot is None), \
             eager_attention(candidate, attention and not shared), torch.inference_mode():
         run = _Run(probe_set, base, cand, attention, topk, snapshot, decoding)
-        pad_id = _pad_id(candidate if snapshot is not None else baseline)
+        pad = pad_id(candidate if snapshot is not None else baseline)
         stopper = _SequentialStop(probe_set, thr) if sequential else None
-        used = _run_batches(run, probe_set, batch_size, pad_id, progress, stopper)
+        used = _run_batches(run, probe_set, batch_size, pad, progress, stopper)
         gen = None
         if generation:
             gen = generation_metrics(baseline, candidate, probe_set, generation, batch_size=used,
@@ -578,7 +482,7 @@ def compare(
     return report
 
 
-def _unwrap_decoding(model: Any) -> tuple[Any, Any]:
+def unwrap_decoding(model: Any) -> tuple[Any, Any]:
     """``(model, DecodingConfig)`` for a DecodedModel, ``(model, None)`` otherwise."""
     from .modify.decoding import DecodedModel
 
@@ -761,12 +665,6 @@ def generation_metrics(baseline: nn.Module, candidate: nn.Module, probes: Probes
     }
 
 
-def _pad_id(model: nn.Module) -> int:
-    config = getattr(model, "config", None)
-    pad = getattr(config, "pad_token_id", None) if config is not None else None
-    return int(pad) if isinstance(pad, int) and pad >= 0 else 0
-
-
 def _build_report(run: _Run, thr: Thresholds, probes: Probes, baseline: nn.Module, candidate: nn.Module,
                   name: str | None, described: Any = None) -> Report:
     # Identity first: it needs no result, so on an accelerator this host work overlaps the last
@@ -826,58 +724,3 @@ def _identity(probes: Probes, baseline: Any, candidate: nn.Module, described: An
     if texts:
         identity["modification"] = " + ".join(reversed(texts))
     return identity
-
-
-def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *, suggest: bool = True,
-            **compare_kwargs: Any) -> Report:
-    """Add the diagnosis and, with a live baseline, verified mitigations to a failing ``report``.
-
-    Fills ``report.patterns`` (:func:`pytest_hemorrhage.diagnose.diagnose`) and, when ``suggest``
-    is true, ``report.suggestions`` and the one-line ``report.suggestion`` with the best
-    mitigation tried (:func:`pytest_hemorrhage.mitigate.suggest.suggest`). ``compare_kwargs``
-    (``batch_size``, ``device``, ``layers`` ...) are used when re-measuring. Returns ``report``.
-    """
-    from .diagnose import diagnose
-    from .snapshot import Snapshot
-
-    live = not isinstance(baseline, Snapshot)
-    base_model, _ = _unwrap_decoding(baseline)
-    cand_model, _ = _unwrap_decoding(candidate)
-    shared = base_model is cand_model
-    patterns = diagnose(report, base_model if live and not shared else None,
-                        cand_model if live and not shared else None, probes if live and not shared else None)
-    report.patterns = [{**p.to_dict(), "description": p.describe()} for p in patterns]
-    if suggest and live:
-        from .mitigate.suggest import suggest as run_suggest
-
-        found = run_suggest(report, baseline, candidate, probes, **compare_kwargs)
-        report.suggestions = [s.to_dict() for s in found]
-        if found:
-            best = found[0]
-            report.suggestion = ("verified fix: " if best.passed else "best mitigation tried (still fails): ") + \
-                best.describe()
-    return report
-
-
-def assert_no_hemorrhage(
-    baseline: Any,
-    candidate: Any,
-    probes: Any = None,
-    *,
-    thresholds: Thresholds | Mapping[str, Any] | None = None,
-    layers: Any = "auto",
-    suggest: bool = True,
-    **kwargs: Any,
-) -> Report:
-    """Compare and raise :class:`HemorrhageDetected` (an AssertionError) unless the check passes.
-
-    Keyword arguments are those of :func:`compare`, threshold overrides included. On failure the
-    message names the vulnerability pattern found and, unless ``suggest=False`` (faster), the
-    best mitigation that was tried on copies and re-measured. Returns the report when it passes.
-    """
-    report = compare(baseline, candidate, probes, thresholds=thresholds, layers=layers, **kwargs)
-    if not report.passed:
-        rerun = {k: kwargs[k] for k in ("batch_size", "device") if k in kwargs}
-        explain(report, baseline, candidate, probes, suggest=suggest, layers=layers, **rerun)
-        raise HemorrhageDetected(report.to_text(), report)
-    return report

@@ -1,0 +1,92 @@
+"""The orchestrator: a check is a comparison, then, on failure, the diagnosis and verified mitigations.
+
+Every front end (the library, the pytest fixture, the ``hemorrhage`` command) calls these the
+same way, so a failure explains itself identically wherever it is seen.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .diagnose import diagnose
+from .engine import compare, unwrap_decoding
+from .errors import HemorrhageDetected
+from .mitigate.suggest import suggest as run_suggest
+from .report import Report
+from .snapshot import Snapshot
+from .thresholds import Thresholds
+
+__all__ = ["assert_no_hemorrhage", "explain", "run_check"]
+
+
+def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *, suggest: bool = True,
+            **compare_kwargs: Any) -> Report:
+    """Add the diagnosis and, with a live baseline, verified mitigations to a failing ``report``.
+
+    Fills ``report.patterns`` (:func:`pytest_hemorrhage.diagnose.diagnose`) and, when ``suggest``
+    is true, ``report.suggestions`` and the one-line ``report.suggestion`` with the best
+    mitigation tried (:func:`pytest_hemorrhage.mitigate.suggest.suggest`). ``compare_kwargs``
+    (``batch_size``, ``device``, ``layers`` ...) are used when re-measuring. Returns ``report``.
+    """
+    live = not isinstance(baseline, Snapshot)
+    base_model, _ = unwrap_decoding(baseline)
+    cand_model, _ = unwrap_decoding(candidate)
+    shared = base_model is cand_model
+    patterns = diagnose(report, base_model if live and not shared else None,
+                        cand_model if live and not shared else None, probes if live and not shared else None)
+    report.patterns = [{**p.to_dict(), "description": p.describe()} for p in patterns]
+    if suggest and live:
+        found = run_suggest(report, baseline, candidate, probes, **compare_kwargs)
+        report.suggestions = [s.to_dict() for s in found]
+        if found:
+            best = found[0]
+            report.suggestion = ("verified fix: " if best.passed else "best mitigation tried (still fails): ") + \
+                best.describe()
+    return report
+
+
+def run_check(
+    baseline: Any,
+    candidate: Any,
+    probes: Any = None,
+    *,
+    thresholds: Thresholds | Mapping[str, Any] | None = None,
+    layers: Any = "auto",
+    suggest: bool = True,
+    **kwargs: Any,
+) -> Report:
+    """Compare and, when the check does not pass, explain why (diagnosis, verified mitigations).
+
+    Never raises on a failing verdict: front ends decide how to fail (an AssertionError in the
+    library and pytest, an exit code in the command line). Keyword arguments are those of
+    :func:`~pytest_hemorrhage.engine.compare`, threshold overrides included; ``batch_size`` and
+    ``device`` are used again when mitigations are re-measured.
+    """
+    report = compare(baseline, candidate, probes, thresholds=thresholds, layers=layers, **kwargs)
+    if not report.passed:
+        rerun = {k: kwargs[k] for k in ("batch_size", "device") if k in kwargs}
+        explain(report, baseline, candidate, probes, suggest=suggest, layers=layers, **rerun)
+    return report
+
+
+def assert_no_hemorrhage(
+    baseline: Any,
+    candidate: Any,
+    probes: Any = None,
+    *,
+    thresholds: Thresholds | Mapping[str, Any] | None = None,
+    layers: Any = "auto",
+    suggest: bool = True,
+    **kwargs: Any,
+) -> Report:
+    """Compare and raise :class:`HemorrhageDetected` (an AssertionError) unless the check passes.
+
+    Keyword arguments are those of :func:`compare`, threshold overrides included. On failure the
+    message names the vulnerability pattern found and, unless ``suggest=False`` (faster), the
+    best mitigation that was tried on copies and re-measured. Returns the report when it passes.
+    """
+    report = run_check(baseline, candidate, probes, thresholds=thresholds, layers=layers, suggest=suggest,
+                       **kwargs)
+    if not report.passed:
+        raise HemorrhageDetected(report.to_text(), report)
+    return report
