@@ -1,18 +1,23 @@
 """Report: verdicts, per-metric and per-layer tables, and renderings (text, JSON, Markdown, HTML).
 
-``to_json()`` is the machine-readable truth; every other rendering derives from the same data.
+``to_json()`` is the machine-readable truth; every other rendering derives from the same data,
+and ``Report.from_dict`` reads it back.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from .errors import InvalidArgument
 
 __all__ = ["MetricResult", "LayerResult", "Report", "SCHEMA_VERSION", "METRIC_INFO"]
 
 SCHEMA_VERSION = 1
+
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 # metric name -> (human label, unit, format)
 METRIC_INFO: dict[str, tuple[str, str, str]] = {
@@ -46,6 +51,22 @@ def _clean(value: Any) -> Any:
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
+    return value
+
+
+# Entries that hold words, never numbers: read back as written even when they say "nan" or "inf".
+_TEXT_KEYS = frozenset({"name", "title", "evidence", "description", "text", "metric", "threshold_key",
+                        "direction", "verdict", "decision", "layer", "where"})
+
+
+def _restore(value: Any, key: str | None = None) -> Any:
+    """The inverse of :func:`_clean`: ``"nan"`` / ``"inf"`` / ``"-inf"`` become floats, except as words."""
+    if isinstance(value, str):
+        return value if key in _TEXT_KEYS else _NONFINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _restore(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v, key) for v in value]
     return value
 
 
@@ -235,6 +256,41 @@ class Report:
             "patterns": self.patterns,
             "suggestions": self.suggestions,
         })
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Report":
+        """The report that :meth:`to_dict` wrote (``"nan"`` / ``"inf"`` strings become floats again).
+
+        The derived entries (``verdict``, ``passed``, ``first_bad_layer``) are computed again from
+        the metrics and thresholds. A newer ``schema_version`` than this package reads is an error
+        that names both versions.
+        """
+        if not isinstance(data, Mapping) or "metrics" not in data:
+            raise InvalidArgument(
+                f"Report.from_dict: expected the dict of Report.to_dict() (a hemorrhage report's JSON), got "
+                f"{type(data).__name__}{' without a metrics entry' if isinstance(data, Mapping) else ''}"
+            )
+        version = data.get("schema_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise InvalidArgument(f"Report.from_dict: schema_version must be a positive whole number, got {version!r}")
+        if version > SCHEMA_VERSION:
+            raise InvalidArgument(
+                f"Report.from_dict: this report has schema version {version}, newer than the version this "
+                f"pytest-hemorrhage reads ({SCHEMA_VERSION}); upgrade it (pip install -U pytest-hemorrhage) "
+                "to read the report"
+            )
+        try:
+            metrics = [MetricResult(**_restore(m)) for m in data["metrics"]]
+            layers = [LayerResult(**_restore(layer)) for layer in data.get("layers", [])]
+            free_form = {f.name for f in fields(cls)} - {"metrics", "layers"}
+            kept_as_written = {"kind", "name", "identity", "nonfinite", "notes", "suggestion", "unmatched_layers"}
+            rest = {k: data[k] if k in kept_as_written else _restore(data[k]) for k in free_form if k in data}
+            return cls(metrics={m.name: m for m in metrics}, layers=layers, **rest)
+        except (KeyError, TypeError) as exc:
+            raise InvalidArgument(
+                f"Report.from_dict: the report is damaged or was not written by Report.to_dict() ({exc}); "
+                "write it again with report.to_json()"
+            ) from None
 
     def to_json(self, indent: int | None = 2) -> str:
         """The versioned, machine-readable report (deterministic key order)."""
