@@ -115,3 +115,25 @@ def test_not_a_dict_at_all():
     with pytest.raises(InvalidArgument, match="expected the dict of Report.to_dict.*got list"):
         Report.from_dict([])  # type: ignore[arg-type]
 
+
+def test_the_advice_line_comes_from_the_caller_and_only_on_failure(measured):
+    same, broken = measured
+    assert not broken.passed and same.passed
+    assert "to accept" not in broken.to_text()  # the report itself never guesses where it runs
+    assert broken.to_text(["a", "b"]).splitlines()[-1] == "to accept this on purpose: a, or b"
+    assert broken.to_text(["a"]).splitlines()[:-1] == broken.to_text().splitlines()
+    assert same.to_text(["a"]) == same.to_text()  # nothing to accept on a pass
+    assert str(broken) == broken.to_text()
+
+
+def test_nothing_inconclusive_is_left_out_of_the_message():
+    # The verdict line names the first failing metric; every other metric, an inconclusive one
+    # listed before it included, follows it once.
+    report = _nonfinite_report()
+    report.nonfinite = report.generation = report.sequential = None
+    report.metrics = {"top1": report.metrics["top1"], "kl": report.metrics["kl"]}
+    lines = report.to_text().splitlines()
+    assert lines[0].startswith("Model hemorrhage: mean KL nan")
+    assert sum("mean KL" in line for line in lines) == 1
+    assert sum("same top-1" in line for line in lines) == 1
+
