@@ -12,6 +12,7 @@ from .diagnose import diagnose
 from .engine import compare, unwrap_decoding
 from .errors import HemorrhageDetected
 from .mitigate.suggest import suggest as run_suggest
+from .render.text import thresholds_to_loosen
 from .report import Report
 from .snapshot import Snapshot
 from .thresholds import Thresholds
@@ -88,5 +89,11 @@ def assert_no_hemorrhage(
     report = run_check(baseline, candidate, probes, thresholds=thresholds, layers=layers, suggest=suggest,
                        **kwargs)
     if not report.passed:
-        raise HemorrhageDetected(report.to_text(), report)
+        raise HemorrhageDetected(report.to_text(_accept_advice(report)), report)
     return report
+
+
+def _accept_advice(report: Report) -> list[str]:
+    """How a library caller accepts a failing check on purpose: a looser threshold argument."""
+    keywords = ", ".join(f"{key}=..." for key in thresholds_to_loosen(report))
+    return [f"pass a looser threshold, assert_no_hemorrhage(..., {keywords})"] if keywords else []

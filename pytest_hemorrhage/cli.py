@@ -1,8 +1,12 @@
 """The ``hemorrhage`` command: a CI gate without writing tests.
 
     hemorrhage snapshot MODEL_DIR --out FILE [--probes 64] [--max-length 128]
-    hemorrhage compare BASELINE_DIR_OR_SNAPSHOT CANDIDATE_DIR [--max-kl 0.02] [--json r.json] [--junit r.xml] [--markdown r.md] [--html r.html]
+    hemorrhage compare BASELINE_DIR_OR_SNAPSHOT CANDIDATE_DIR [--max-kl 0.02] [--no-suggest] [--json r.json] [--junit r.xml] [--markdown r.md] [--html r.html]
     hemorrhage sweep [MODEL_DIR] --modify sparsity --strengths 0.1,0.2,0.3 [--probes 32] [--json s.json] [--plot s.png] [--require 0.2]
+
+A failing ``compare`` explains itself as the library does: the vulnerability pattern and, against a
+baseline model folder, the best mitigation tried on copies and re-measured (``--no-suggest`` skips
+that for a faster answer). Every report file written is listed at the end.
 
 Exit codes: 0 passed, 1 hemorrhage detected (or inconclusive, unless allowed; for ``sweep``: the
 ``--require``d strength fails), 2 usage or input error.
@@ -18,8 +22,10 @@ from typing import Any, Sequence
 
 from .errors import HemorrhageError
 from .files import atomic_write_text
+from .render.junit import junit_xml
+from .render.text import thresholds_to_loosen
 from .sweep import MODIFY_SHORTCUTS
-from .thresholds import Thresholds
+from .thresholds import Thresholds, option_name
 
 EXIT_PASSED, EXIT_HEMORRHAGE, EXIT_USAGE = 0, 1, 2
 
@@ -40,13 +46,13 @@ def _add_probe_options(parser: argparse.ArgumentParser, default_n: int = 64) -> 
 
 def _add_threshold_options(parser: argparse.ArgumentParser) -> None:
     for key in Thresholds.keys():
-        parser.add_argument("--" + key.replace("_", "-"), dest=f"t_{key}", default=None, metavar="VALUE",
+        parser.add_argument(option_name(key, "--"), dest=f"t_{key}", default=None, metavar="VALUE",
                             help=f"threshold {key} ('none' to stop gating it)")
 
 
 def _thresholds(args: argparse.Namespace) -> Thresholds:
     values = {k: getattr(args, f"t_{k}") for k in Thresholds.keys() if getattr(args, f"t_{k}") is not None}
-    return Thresholds.resolve(cli=values)
+    return Thresholds.resolve(cli=values, option_prefix="--")
 
 
 def _strengths(text: str) -> list[float]:
@@ -73,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("candidate", help="candidate: a Hugging Face model folder")
     _add_probe_options(cmp_)
     cmp_.add_argument("--device", default=None, help="torch device (default: cpu)")
+    cmp_.add_argument("--no-suggest", dest="suggest", action="store_false",
+                      help="on a failure, do not try mitigations on copies of the baseline (faster failures)")
     cmp_.add_argument("--json", dest="json_path", metavar="PATH", help="write the JSON report here")
     cmp_.add_argument("--markdown", dest="markdown_path", metavar="PATH", help="write a Markdown summary here")
     cmp_.add_argument("--html", dest="html_path", metavar="PATH",
@@ -127,57 +135,67 @@ def _load_tokenizer(path: str, role: str = "baseline") -> Any:
         ) from None
 
 
-def junit_xml(reports: Sequence[Any], suite: str = "hemorrhage") -> str:
-    """A JUnit XML document with one test case per report, metrics as properties."""
-    import xml.etree.ElementTree as ET
+def _accept_advice(report: Any, snapshot: str | None) -> list[str]:
+    """How a command-line user accepts a failing comparison on purpose."""
+    options = " ".join(f"{option_name(key, '--')} VALUE" for key in thresholds_to_loosen(report))
+    advice = [f"pass a looser threshold ({options})"] if options else []
+    if snapshot is not None:
+        advice.append(f"record the baseline snapshot again: hemorrhage snapshot BASELINE_MODEL_DIR --out {snapshot}")
+    return advice
 
-    failures = sum(not r.passed for r in reports)
-    root = ET.Element("testsuites")
-    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(reports)), failures=str(failures), errors="0")
-    for report in reports:
-        case = ET.SubElement(ts, "testcase", classname=suite, name=report.name or "check")
-        props = ET.SubElement(case, "properties")
-        ET.SubElement(props, "property", name="verdict", value=report.verdict)
-        for m in report.metrics.values():
-            ET.SubElement(props, "property", name=m.name, value=f"{m.estimate:.6g}")
-        if not report.passed:
-            fail = ET.SubElement(case, "failure", message=report.headline())
-            fail.text = report.to_text()
-    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+class _Written:
+    """Report files as they are written, listed at the end of the output."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def text(self, path: str | None, text: str, what: str) -> None:
+        if path:
+            atomic_write_text(path, text)
+            self.lines.append(f"wrote {what}: {path}")
+
+    def show(self) -> None:
+        for line in self.lines:
+            print(line)
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .engine import compare
+    from .check import run_check
     from .probes import Probes
 
     thresholds = _thresholds(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
+    snapshot = None
     if Path(args.baseline).is_file():
         from .snapshot import load_snapshot
 
         baseline = load_snapshot(args.baseline)
+        snapshot = args.baseline
         probes = None  # the snapshot's own probes
     else:
         baseline = _load_model_dir(args.baseline, "baseline")
         tokenizer = _load_tokenizer(args.baseline)
         probes = Probes.builtin(tokenizer, n=args.probes, max_length=args.max_length)
     candidate = _load_model_dir(args.candidate, "candidate")
-    report = compare(baseline, candidate, probes, thresholds=thresholds, batch_size=args.batch_size,
-                     device=args.device, progress=progress, name=f"{args.candidate} vs {args.baseline}")
-    print(report.to_text())
-    if args.json_path:
-        atomic_write_text(args.json_path, report.to_json())
+    report = run_check(baseline, candidate, probes, thresholds=thresholds, suggest=args.suggest,
+                       batch_size=args.batch_size, device=args.device, progress=progress,
+                       name=f"{args.candidate} vs {args.baseline}")
+    advice = _accept_advice(report, snapshot)
+    print(report.to_text(advice))
+    written = _Written()
+    written.text(args.json_path, report.to_json(), "JSON report")
     markdown = report.to_markdown()
-    if args.markdown_path:
-        atomic_write_text(args.markdown_path, markdown)
-    if args.html_path:
-        atomic_write_text(args.html_path, report.to_html())
+    written.text(args.markdown_path, markdown, "Markdown summary")
+    if args.html_path:  # plots take a moment: only when asked for
+        written.text(args.html_path, report.to_html(), "HTML report")
+    written.text(args.junit_path, junit_xml([report], advice=lambda r: advice), "JUnit XML")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:
             fh.write(markdown + "\n")
-    if args.junit_path:
-        atomic_write_text(args.junit_path, junit_xml([report]))
+        written.lines.append(f"added the Markdown summary to $GITHUB_STEP_SUMMARY: {summary}")
+    written.show()
     return EXIT_PASSED if report.passed else EXIT_HEMORRHAGE
 
 
@@ -216,10 +234,12 @@ def _sweep(args: argparse.Namespace) -> int:
     result = sweep(model, args.modify, args.strengths, probes, thresholds, metric=args.metric, bisect=args.bisect,
                    tolerance=args.tolerance, progress=progress, batch_size=args.batch_size, device=args.device)
     print(result.summary())
-    if args.json_path:
-        atomic_write_text(args.json_path, result.to_json())
+    written = _Written()
+    written.text(args.json_path, result.to_json(), "JSON sweep")
     if args.plot_path:
         result.plot(args.plot_path)
+        written.lines.append(f"wrote plot: {args.plot_path}")
+    written.show()
     if args.require is not None and not result.survives(args.require):
         passing = "none" if result.harshest_passing is None else f"{result.harshest_passing:g}"
         print(f"hemorrhage: required {args.modify} {args.require:g} fails (harshest passing: {passing})",

@@ -1,41 +1,29 @@
-"""Report: verdicts, per-metric and per-layer tables, and renderings (text, JSON, Markdown, HTML).
+"""Report: verdicts, per-metric and per-layer tables, and the versioned JSON form.
 
-``to_json()`` is the machine-readable truth; every other rendering derives from the same data.
+``to_dict()`` / ``to_json()`` is the machine-readable truth and ``Report.from_dict`` reads it back,
+so a report survives a trip through a file or an xdist worker. The renderings (text, Markdown,
+HTML) live in :mod:`pytest_hemorrhage.render`; the methods here delegate to it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Sequence
+
+from .errors import InvalidArgument
+from .render.html import render_html
+from .render.markdown import render_markdown
+from .render.text import describe_metric, headline, render_text
+from .render.values import METRIC_INFO, metric_label
+from .render.values import format_value as _fmt  # noqa: F401  (the name other modules format values with)
 
 __all__ = ["MetricResult", "LayerResult", "Report", "SCHEMA_VERSION", "METRIC_INFO"]
 
 SCHEMA_VERSION = 1
 
-# metric name -> (human label, unit, format)
-METRIC_INFO: dict[str, tuple[str, str, str]] = {
-    "kl": ("mean KL", "nats/token", "{:.4g}"),
-    "top1": ("same top-1", "", "{:.2%}"),
-    "topk": ("top-k overlap", "", "{:.2%}"),
-    "ppl_ratio": ("PPL ratio", "", "{:.4f}"),
-    "dnll": ("mean dNLL", "nats/token", "{:.4g}"),
-    "rms_dp": ("RMS dp", "", "{:.4g}"),
-    "output_sqnr_db": ("output SQNR", "dB", "{:.1f}"),
-    "output_rel_error": ("output relative error", "", "{:.4g}"),
-    "output_cosine": ("output cosine", "", "{:.5f}"),
-    "label_agreement": ("label agreement", "", "{:.2%}"),
-    "flip_rate": ("flip rate", "", "{:.2%}"),
-}
-
-
-def _fmt(name: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return METRIC_INFO.get(name, (name, "", "{:.4g}"))[2].format(value)
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 def _clean(value: Any) -> Any:
@@ -46,6 +34,22 @@ def _clean(value: Any) -> Any:
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
+    return value
+
+
+# Entries that hold words, never numbers: read back as written even when they say "nan" or "inf".
+_TEXT_KEYS = frozenset({"name", "title", "evidence", "description", "text", "metric", "threshold_key",
+                        "direction", "verdict", "decision", "layer", "where"})
+
+
+def _restore(value: Any, key: str | None = None) -> Any:
+    """The inverse of :func:`_clean`: ``"nan"`` / ``"inf"`` / ``"-inf"`` become floats, except as words."""
+    if isinstance(value, str):
+        return value if key in _TEXT_KEYS else _NONFINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _restore(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v, key) for v in value]
     return value
 
 
@@ -68,30 +72,15 @@ class MetricResult:
 
     @property
     def label(self) -> str:
-        return METRIC_INFO.get(self.name, (self.name,))[0]
+        return metric_label(self.name)
 
     @property
     def unit(self) -> str:
         return METRIC_INFO.get(self.name, ("", ""))[1]
 
     def describe(self, with_ci: bool = True) -> str:
-        unit = f" {self.unit}" if self.unit else ""
-        text = f"{self.label} {_fmt(self.name, self.estimate)}{unit}"
-        if with_ci and math.isfinite(self.ci_low) and math.isfinite(self.ci_high) and self.ci_low != self.ci_high:
-            level = self.extra.get("confidence", 0.95)
-            text += f" ({level:.0%} CI {_fmt(self.name, self.ci_low)}-{_fmt(self.name, self.ci_high)})"
-        if self.threshold is not None:
-            if self.verdict == "fail":
-                op = ">" if self.direction == "max" else "<"
-                text += f" {op} {_fmt(self.name, self.threshold)} {'allowed' if self.direction == 'max' else 'required'}"
-            else:
-                word = "up to" if self.direction == "max" else "at least"
-                text += f" ({word} {_fmt(self.name, self.threshold)} {'allowed' if self.direction == 'max' else 'required'})"
-        if self.verdict == "inconclusive":
-            text += " — inconclusive"
-            if self.more_probes_needed:
-                text += f": about {self.more_probes_needed} more probes would decide"
-        return text
+        """This metric in one sentence: estimate, interval, threshold, and what an inconclusive one needs."""
+        return describe_metric(self, with_ci)
 
 
 @dataclass
@@ -236,109 +225,65 @@ class Report:
             "suggestions": self.suggestions,
         })
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Report":
+        """The report that :meth:`to_dict` wrote (``"nan"`` / ``"inf"`` strings become floats again).
+
+        The derived entries (``verdict``, ``passed``, ``first_bad_layer``) are computed again from
+        the metrics and thresholds. A newer ``schema_version`` than this package reads is an error
+        that names both versions.
+        """
+        if not isinstance(data, Mapping) or "metrics" not in data:
+            raise InvalidArgument(
+                f"Report.from_dict: expected the dict of Report.to_dict() (a hemorrhage report's JSON), got "
+                f"{type(data).__name__}{' without a metrics entry' if isinstance(data, Mapping) else ''}"
+            )
+        version = data.get("schema_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise InvalidArgument(f"Report.from_dict: schema_version must be a positive whole number, got {version!r}")
+        if version > SCHEMA_VERSION:
+            raise InvalidArgument(
+                f"Report.from_dict: this report has schema version {version}, newer than the version this "
+                f"pytest-hemorrhage reads ({SCHEMA_VERSION}); upgrade it (pip install -U pytest-hemorrhage) "
+                "to read the report"
+            )
+        try:
+            metrics = [MetricResult(**_restore(m)) for m in data["metrics"]]
+            layers = [LayerResult(**_restore(layer)) for layer in data.get("layers", [])]
+            free_form = {f.name for f in fields(cls)} - {"metrics", "layers"}
+            kept_as_written = {"kind", "name", "identity", "nonfinite", "notes", "suggestion", "unmatched_layers"}
+            rest = {k: data[k] if k in kept_as_written else _restore(data[k]) for k in free_form if k in data}
+            return cls(metrics={m.name: m for m in metrics}, layers=layers, **rest)
+        except (KeyError, TypeError) as exc:
+            raise InvalidArgument(
+                f"Report.from_dict: the report is damaged or was not written by Report.to_dict() ({exc}); "
+                "write it again with report.to_json()"
+            ) from None
+
     def to_json(self, indent: int | None = 2) -> str:
         """The versioned, machine-readable report (deterministic key order)."""
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False, allow_nan=False)
 
     def headline(self) -> str:
         """The verdict line."""
-        if self.nonfinite:
-            return (
-                f"Model hemorrhage: the candidate produced non-finite values (NaN/Inf), first in "
-                f"{self.nonfinite['layer']}"
-            )
-        gated = [m for m in self.metrics.values() if m.verdict != "info"]
-        failing = [m for m in gated if m.verdict == "fail"] or [m for m in gated if m.verdict == "inconclusive"]
-        if failing:
-            word = "Model hemorrhage" if failing[0].verdict == "fail" else "Inconclusive"
-            return f"{word}: {failing[0].describe()}"
-        if not gated:
-            return "No hemorrhage check was gated (every threshold is None)"
-        main = gated[0]
-        return f"No hemorrhage: {main.describe()}"
+        return headline(self)
 
-    def to_text(self) -> str:
-        """The assertion message: verdict line, other metrics, where the damage starts, how to accept."""
-        lines = [self.headline()]
-        head_metric = None
-        for m in self.metrics.values():
-            if m.verdict in ("fail", "inconclusive"):
-                head_metric = m.name
-                break
-        for m in self.metrics.values():
-            if m.name == head_metric and not self.nonfinite:
-                continue
-            lines.append(f"  {m.describe()}" + (f"  [{m.verdict}]" if m.verdict != "info" else ""))
-        if self.kl_quantiles and not self.nonfinite:
-            q = self.kl_quantiles
-            lines.append(
-                "  KL per token: p50 {p50:.3g}, p90 {p90:.3g}, p99 {p99:.3g}, p99.9 {p99_9:.3g}, max {max:.3g}".format(**q)
-            )
-        first = self.first_bad_layer
-        if first is not None:
-            lines.append(f"first layer past threshold: {first.name} (SQNR {first.sqnr_db:.1f} dB)")
-        elif self.layers and not self.passed and not self.nonfinite:
-            worst = min(self.layers, key=lambda layer: layer.sqnr_db)
-            lines.append(f"no layer below {self.thresholds.get('min_layer_sqnr_db')} dB SQNR; lowest: "
-                         f"{worst.name} ({worst.sqnr_db:.1f} dB)")
-        for side, names in self.unmatched_layers.items():
-            if names:
-                lines.append(f"layers only in the {side}: {', '.join(names)}")
-        if self.generation:
-            g = self.generation
-            lines.append(
-                f"  greedy continuations ({g['new_tokens']} tokens): first divergence at token "
-                f"{g['first_divergence_mean']:.1f} on average, token agreement {g['token_agreement']:.1%}"
-            )
-        if self.sequential:
-            q = self.sequential
-            how = {"pass": "every gated metric clearly passes", "fail": "a metric clearly fails",
-                   "continue": "no early decision"}[q["decision"]]
-            lines.append(f"  sequential check: {q['probes_used']} of {q['probes_total']} probes used "
-                         f"({q['fraction_used']:.0%}); {how}")
-        for pattern in self.patterns:
-            lines.append(f"pattern: {pattern['description']}")
-        for note in self.notes:
-            lines.append(f"note: {note}")
-        if self.suggestion:
-            lines.append(self.suggestion)
-        if not self.passed:
-            lines.append(
-                "to accept this on purpose: loosen the threshold in @pytest.mark.hemorrhage(...), "
-                "or rerun with --hemorrhage-update to re-record the snapshot"
-            )
-        return "\n".join(lines)
+    def to_text(self, advice: Sequence[str] = ()) -> str:
+        """The assertion message: verdict line, other metrics, where the damage starts, the diagnosis.
+
+        ``advice``: ways to accept a failure on purpose that fit the caller (a marker, a flag); the
+        last line joins them. Front ends pass their own (see :mod:`pytest_hemorrhage.render.text`).
+        """
+        return render_text(self, advice)
 
     def __str__(self) -> str:
         return self.to_text()
 
     def to_markdown(self) -> str:
-        """A Markdown table of the metrics (and the worst layers)."""
-        icon = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "⚠️ inconclusive", "info": "ℹ️ info"}
-        title = self.name or "hemorrhage check"
-        out = [f"### {title}: {icon[self.verdict]}", "", "| metric | estimate | 95% CI | threshold | verdict |",
-               "|---|---|---|---|---|"]
-        for m in self.metrics.values():
-            thr = "-" if m.threshold is None else ("≤ " if m.direction == "max" else "≥ ") + _fmt(m.name, m.threshold)
-            out.append(
-                f"| {m.label} | {_fmt(m.name, m.estimate)} | {_fmt(m.name, m.ci_low)} – {_fmt(m.name, m.ci_high)} "
-                f"| {thr} | {icon[m.verdict]} |"
-            )
-        first = self.first_bad_layer
-        if first is not None:
-            out += ["", f"First layer past threshold: `{first.name}` (SQNR {first.sqnr_db:.1f} dB)"]
-        if self.nonfinite:
-            out += ["", f"Non-finite values first in `{self.nonfinite['layer']}`"]
-        return "\n".join(out) + "\n"
+        """A Markdown table of the metrics (and the first bad layer)."""
+        return render_markdown(self)
 
     def to_html(self) -> str:
         """A self-contained HTML page of this report (inline CSS, plots embedded as PNG)."""
-        from .html_report import render_html
-
         title = f"Model hemorrhage report: {self.name}" if self.name else "Model hemorrhage report"
-        return render_html([{"nodeid": "", "report": self.to_dict()}], title=title)
-
-    def summary_line(self) -> str:
-        """A one-line summary for terminal tables."""
-        parts = [f"{m.label} {_fmt(m.name, m.estimate)}" for m in self.metrics.values() if m.verdict != "info"][:3]
-        return f"{self.verdict.upper():<12} " + ", ".join(parts)
+        return render_html([(self.name or "hemorrhage check", self)], title=title)

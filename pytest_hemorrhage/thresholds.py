@@ -1,8 +1,10 @@
 """Thresholds: what a candidate must stay within, with validation and precedence.
 
-Precedence when several sources set the same key: marker > command line > ini > defaults.
-Every error names the source (``@pytest.mark.hemorrhage``, ``--hemorrhage-max-kl``,
-``hemorrhage_max_kl`` in the ini file) and the bad key or value.
+Precedence when several sources set the same key: marker > command line > ini > defaults,
+implemented once in :meth:`Thresholds.resolve` (the pytest plugin and the ``hemorrhage`` command
+only gather the raw values). Every error names where the bad value came from
+(``hemorrhage_max_kl in pytest.ini``, ``command line option --hemorrhage-max-kl``,
+``@pytest.mark.hemorrhage``) and the bad key or value.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .errors import InvalidArgument
 
-__all__ = ["Thresholds", "THRESHOLD_SPECS", "DEFAULT_THRESHOLDS"]
+__all__ = ["Thresholds", "THRESHOLD_SPECS", "MARKER", "option_name"]
+
+MARKER = "@pytest.mark.hemorrhage"
+"""How errors name a value that came from the marker."""
 
 
 @dataclass(frozen=True)
@@ -115,18 +120,39 @@ class Thresholds:
     @classmethod
     def resolve(
         cls,
-        marker: Mapping[str, Any] | None = None,
+        marker: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         cli: Mapping[str, Any] | None = None,
         ini: Mapping[str, Any] | None = None,
         base: "Thresholds | None" = None,
+        *,
+        option_prefix: str = "--hemorrhage-",
+        ini_file: str = "the ini file",
     ) -> "Thresholds":
-        """Combine sources with precedence marker > command line > ini > ``base`` (defaults)."""
-        result = base or cls()
-        result = result.merged(ini or {}, source="ini file (hemorrhage_* keys)")
-        result = result.merged(cli or {}, source="command line (--hemorrhage-* options)")
-        result = result.merged(marker or {}, source="@pytest.mark.hemorrhage")
-        return result
+        """Combine sources with precedence marker > command line > ini > ``base`` (defaults).
 
+        ``ini`` and ``cli`` hold only the keys that were set (strings such as ``"0.02"`` or
+        ``"none"`` are parsed). ``marker`` is one mapping, or several from the farthest marker to
+        the closest (a class's, then the function's): the closest wins per key, and each is checked
+        on its own, so a bad value is named even where a closer marker overrides it. Errors name the
+        source: ``hemorrhage_<key> in <ini_file>``, ``command line option <option_prefix><key>``
+        (underscores as dashes), or ``@pytest.mark.hemorrhage``.
+        """
+        result = base or cls()
+        for key, value in (ini or {}).items():
+            result = result.merged({key: value}, source=f"hemorrhage_{key} in {ini_file}")
+        for key, value in (cli or {}).items():
+            result = result.merged({key: value}, source=f"command line option {option_name(key, option_prefix)}")
+        markers = [marker] if isinstance(marker, Mapping) else list(marker or ())
+        closest: dict[str, Any] = {}
+        for values in markers:
+            cls().merged(values, source=MARKER)
+            closest.update(values)
+        return result.merged(closest, source=MARKER)
+
+
+def option_name(key: str, prefix: str = "--hemorrhage-") -> str:
+    """The command-line option of threshold ``key``: ``max_kl`` -> ``--hemorrhage-max-kl``."""
+    return prefix + key.replace("_", "-")
 
 
 def _check_number(name: str, value: Any, low: float, high: float, source: str) -> None:
@@ -154,5 +180,3 @@ def _parse_value(key: str, value: Any, source: str) -> Any:
             raise InvalidArgument(f"{source}: {key} must be a number (or 'none' to stop gating it), got {value!r}") from None
     return value
 
-
-DEFAULT_THRESHOLDS = Thresholds()

@@ -5,49 +5,18 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-import torch
+from model_folders import break_block, save_model_folder
 from tiny_models import tiny_llama
 
 from pytest_hemorrhage.cli import main
-
-
-class WordTokenizerFolder:
-    """Save a tiny word-level tokenizer next to a tiny model (no download)."""
-
-    @staticmethod
-    def save(folder):
-        from tokenizers import Tokenizer, models, pre_tokenizers
-        from transformers import PreTrainedTokenizerFast
-
-        words = sorted({w.lower().strip(".,:;!?()'\"") for w in " ".join(_corpus_texts()).split()})[:120]
-        vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(w for w in words if w)}}
-        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
-
-
-def _corpus_texts():
-    from pytest_hemorrhage.corpus import BUILTIN_SNIPPETS
-
-    return [t for _, t in BUILTIN_SNIPPETS]
 
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     base = tiny_llama()
-    same = copy.deepcopy(base)
-    broken = copy.deepcopy(base)
-    with torch.no_grad():
-        for p in broken.model.layers[1].parameters():
-            if p.dim() == 2:
-                p.add_(30 * p.std() * torch.randn_like(p))
-    dirs = {}
-    for name, model in (("base", base), ("same", same), ("broken", broken)):
-        model.save_pretrained(root / name)
-        WordTokenizerFolder.save(root / name)
-        dirs[name] = str(root / name)
-    return dirs
+    models = {"base": base, "same": copy.deepcopy(base), "broken": break_block(base, 1)}
+    return {name: save_model_folder(model, root / name) for name, model in models.items()}
 
 
 def test_identical_candidate_exits_0_and_writes_reports(model_dirs, tmp_path, monkeypatch, capsys):
@@ -60,17 +29,45 @@ def test_identical_candidate_exits_0_and_writes_reports(model_dirs, tmp_path, mo
     assert json.loads((tmp_path / "r.json").read_text())["verdict"] == "pass"
     case = ET.parse(tmp_path / "r.xml").getroot().find("testsuite/testcase")
     assert case.find("failure") is None
-    assert {p.get("name") for p in case.iter("property")} >= {"verdict", "kl", "top1"}
+    # The plugin's JUnit property names (one schema for both; tests/plugin/test_junit.py compares them).
+    assert {p.get("name") for p in case.iter("property")} >= {"hemorrhage_verdict", "hemorrhage_kl",
+                                                              "hemorrhage_kl_ci_high", "hemorrhage_top1"}
     assert "✅ pass" in (tmp_path / "r.md").read_text() and "✅ pass" in summary.read_text()
-    assert "No hemorrhage" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "No hemorrhage" in out
+    # Every file written is listed, after the report.
+    assert out.splitlines()[-4:] == [
+        f"wrote JSON report: {tmp_path / 'r.json'}", f"wrote Markdown summary: {tmp_path / 'r.md'}",
+        f"wrote JUnit XML: {tmp_path / 'r.xml'}", f"added the Markdown summary to $GITHUB_STEP_SUMMARY: {summary}"]
 
 
-def test_broken_candidate_exits_1_with_failure_in_junit(model_dirs, tmp_path):
+def test_broken_candidate_exits_1_with_failure_in_junit(model_dirs, tmp_path, capsys):
+    # --no-suggest: this test is about the exit code and the JUnit file, not the mitigations.
     code = main(["compare", model_dirs["base"], model_dirs["broken"], "--probes", "12", "--max-length", "32",
-                 "--max-kl", "0.001", "--junit", str(tmp_path / "r.xml")])
+                 "--max-kl", "0.001", "--no-suggest", "--junit", str(tmp_path / "r.xml")])
     assert code == 1
     failure = ET.parse(tmp_path / "r.xml").getroot().find("testsuite/testcase/failure")
     assert failure.get("message").startswith("Model hemorrhage")
+    out = capsys.readouterr().out
+    assert failure.text == out[:out.index("\nwrote JUnit XML")]  # the printed message, advice included
+    assert "verified fix" not in out and "best mitigation tried" not in out
+
+
+def test_a_failure_explains_itself_with_a_verified_fix(model_dirs, capsys):
+    code = main(["compare", model_dirs["base"], model_dirs["broken"], "--probes", "12", "--max-length", "32"])
+    assert code == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Model hemorrhage: mean KL ")
+    assert any(line.startswith("first layer past threshold: model.layers.1 (SQNR ") for line in lines)
+    # Only block 1 was changed: restoring its linears to the baseline's weights, tried on a copy and
+    # measured again, passes.
+    fix = next(line for line in lines if line.startswith(("verified fix: ", "best mitigation tried")))
+    assert fix.startswith("verified fix: restored ") and "model.layers.1." in fix and fix.endswith("(checked, passes)")
+    assert not any("model.layers.0." in line or "model.layers.2." in line for line in lines)
+    # The way to accept it names this command's own options, never pytest's.
+    assert lines[-1] == ("to accept this on purpose: pass a looser threshold (--max-kl VALUE "
+                         "--min-top1-agreement VALUE --max-ppl-ratio VALUE)")
+    assert not any("pytest" in line or "--hemorrhage-" in line for line in lines)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -94,7 +91,15 @@ def test_snapshot_then_compare_against_it(model_dirs, tmp_path, capsys):
     assert main(["compare", str(snap), model_dirs["same"], "--json", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["identity"]["n_probes"] == 12 and report["verdict"] == "pass"
+    capsys.readouterr()
     assert main(["compare", str(snap), model_dirs["broken"], "--max-kl", "0.001"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    # Against a snapshot: no mitigation (no live baseline to try them on), and the command that
+    # records the baseline again.
+    assert not any(line.startswith(("verified fix", "best mitigation tried")) for line in lines)
+    assert lines[-1].startswith("to accept this on purpose: pass a looser threshold (--max-kl VALUE")
+    assert lines[-1].endswith(f"), or record the baseline snapshot again: hemorrhage snapshot BASELINE_MODEL_DIR "
+                              f"--out {snap}")
 
 
 def test_damaged_snapshot_exits_2(model_dirs, tmp_path, capsys):

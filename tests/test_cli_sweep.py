@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_cli import WordTokenizerFolder
+from model_folders import save_model_folder
 from tiny_models import tiny_llama
 
 import pytest_hemorrhage.models as models
@@ -16,10 +16,7 @@ SWEEP = ["--modify", "sparsity", "--strengths", "0.1,0.3,0.5,0.7", "--probes", "
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model") / "base"
-    tiny_llama().save_pretrained(folder)
-    WordTokenizerFolder.save(folder)
-    return str(folder)
+    return save_model_folder(tiny_llama(), tmp_path_factory.mktemp("model") / "base")
 
 
 def test_sweep_writes_json_and_plot(model_dir, tmp_path, capsys):
@@ -33,6 +30,7 @@ def test_sweep_writes_json_and_plot(model_dir, tmp_path, capsys):
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
     assert "phase transition s*" in out and "harshest passing sparsity" in out
+    assert out.splitlines()[-2:] == [f"wrote JSON sweep: {tmp_path / 's.json'}", f"wrote plot: {tmp_path / 's.png'}"]
 
 
 def test_require_gates_the_exit_code(model_dir, capsys):

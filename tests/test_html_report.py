@@ -14,12 +14,15 @@ from pathlib import Path
 import hypothesis  # noqa: F401  (imported here so in-process pytester runs find it loaded)
 import pytest
 import torch
+from model_folders import break_block, save_model_folder
 from tiny_models import random_token_ids, tiny_llama
 
 import pytest_hemorrhage as ph
 from pytest_hemorrhage.cli import main
-from pytest_hemorrhage.html_report import check_label, render_html, sqnr_series
 from pytest_hemorrhage.probes import Probes
+from pytest_hemorrhage.render.html import render_html, sqnr_series
+from pytest_hemorrhage.render.text import check_label
+from pytest_hemorrhage.report import LayerResult, Report
 
 TESTS_DIR = Path(__file__).resolve().parent
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -104,32 +107,24 @@ def parse(text: str) -> Page:
     return page
 
 
-def _break_block(model, index, scale=30.0):
-    broken = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in broken.model.layers[index].parameters():
-            if p.dim() == 2:
-                p.add_(scale * p.std() * torch.randn_like(p))
-    return broken
-
-
 @pytest.fixture(scope="module")
 def reports():
     torch.manual_seed(0)
     model = tiny_llama()
     ids = random_token_ids(n=8, length=20)
     tagged = Probes.from_token_ids(ids.tolist(), tags=["code", "prose"] * 4)
-    harmful = _break_block(model, 1)
+    harmful = break_block(model, 1)
     return {
         "pass": ph.compare(model, copy.deepcopy(model), ids, name="test_q.py::test_identity"),
         "fail": ph.compare(model, harmful, tagged, name="test_q.py::test_harmful"),
-        "attention": ph.compare(model, _break_block(model, 2, scale=3.0), ids, attention=True,
+        "attention": ph.compare(model, break_block(model, 2, scale=3.0), ids, attention=True,
                                 name="test_q.py::test_attention"),
     }
 
 
 def _check(report, nodeid=None):
-    return {"nodeid": nodeid if nodeid is not None else report.name, "report": report.to_dict()}
+    """A ``(label, report)`` pair as the plugin renders it: the label from the test id and the report's name."""
+    return check_label(nodeid if nodeid is not None else report.name, report.name), report
 
 
 def _images(page: Page) -> list[bytes]:
@@ -195,11 +190,12 @@ def test_self_contained_no_network_references(reports):
 
 
 def test_text_is_escaped(reports):
-    check = _check(reports["fail"], nodeid="test_x.py::test_<script>alert('x')</script>")
-    check["report"]["name"] = 'evil "<img src=x onerror=alert(1)>" & co'
-    check["report"]["notes"] = ["<b>not bold</b>"]
-    check["report"]["suggestion"] = "restore <layers> 1 & 2"
-    check["report"]["by_tag"] = {"<tag>": {"n_units": 1, "n_tokens": 5, "kl": 0.1}}
+    report = copy.deepcopy(reports["fail"])
+    report.name = 'evil "<img src=x onerror=alert(1)>" & co'
+    report.notes = ["<b>not bold</b>"]
+    report.suggestion = "restore <layers> 1 & 2"
+    report.by_tag = {"<tag>": {"n_units": 1, "n_tokens": 5, "kl": 0.1}}
+    check = _check(report, nodeid="test_x.py::test_<script>alert('x')</script>")
     text = render_html([check], title="<title> & more")
     page = parse(text)
     assert not page.find("script") and not page.find("b")
@@ -217,7 +213,7 @@ def test_inf_sqnr_of_identical_layers_is_clipped_and_labelled(reports):
     assert all(layer.sqnr_db == math.inf for layer in report.layers)
     data = report.to_dict()
     assert {layer["sqnr_db"] for layer in data["layers"]} == {"inf"}
-    series = sqnr_series(data["layers"], 15.0)
+    series = sqnr_series(report.layers, 15.0)
     assert all(series["clipped"]) and all(v == series["ceiling"] for v in series["y"])
     assert series["ceiling"] > 15.0 and math.isfinite(series["ceiling"])
     page = parse(render_html([_check(report)]))
@@ -226,8 +222,8 @@ def test_inf_sqnr_of_identical_layers_is_clipped_and_labelled(reports):
 
 
 def test_sqnr_series_mixes_finite_infinite_and_missing_values():
-    layers = [{"index": 0, "sqnr_db": "inf"}, {"index": 1, "sqnr_db": 42.0}, {"index": 2, "sqnr_db": "nan"},
-              {"index": 3, "sqnr_db": "-inf"}, {"index": 4, "sqnr_db": -3.5}]
+    layers = [LayerResult(f"block{i}", i, sqnr, rel_error=math.nan, cosine=0.5, n_tokens=3)
+              for i, sqnr in enumerate([math.inf, 42.0, math.nan, -math.inf, -3.5])]
     s = sqnr_series(layers, 15.0)
     assert s["x"] == [0, 1, 2, 3, 4]
     assert s["clipped"] == [True, False, False, False, False]
@@ -235,20 +231,20 @@ def test_sqnr_series_mixes_finite_infinite_and_missing_values():
     assert s["ceiling"] > 42.0 and s["floor"] < -3.5
     assert s["y"][0] == s["ceiling"] and s["y"][1] == 42.0 and math.isnan(s["y"][2]) and s["y"][3] == s["floor"]
     # and a report made of such values renders
-    report = {"name": "odd", "verdict": "fail", "metrics": [], "layers": [
-        {**layer, "name": f"block{layer['index']}", "rel_error": "nan", "cosine": 0.5, "n_tokens": 3}
-        for layer in layers], "thresholds": {"min_layer_sqnr_db": 15.0}, "first_bad_layer": "block3",
-        "kl_quantiles": {"p50": 0.0, "p90": 0.1, "p99": "inf", "p99_9": "nan", "max": 2.0},
-        "nonfinite": {"layer": "block3", "where": "output"}}
-    page = parse(render_html([{"nodeid": "t.py::odd", "report": report}]))
+    report = Report(metrics={}, layers=layers, thresholds={"min_layer_sqnr_db": 15.0}, name="odd",
+                    kl_quantiles={"p50": 0.0, "p90": 0.1, "p99": math.inf, "p99_9": math.nan, "max": 2.0},
+                    nonfinite={"layer": "block3", "where": "output"})
+    assert report.verdict == "fail" and report.first_bad_layer.name == "block3"
+    page = parse(render_html([_check(report, nodeid="t.py::odd")]))
     assert "Non-finite values" in page.text and "NaN" in page.text and len(_images(page)) == 2
 
 
 def test_summary_counts_every_verdict(reports):
-    inconclusive = _check(reports["pass"], nodeid="test_q.py::test_maybe")
-    inconclusive["report"]["name"] = "test_q.py::test_maybe"
-    inconclusive["report"]["verdict"] = "inconclusive"
-    checks = [_check(reports["pass"]), _check(reports["fail"]), inconclusive, _check(reports["attention"])]
+    maybe = copy.deepcopy(reports["pass"])
+    maybe.name = "test_q.py::test_maybe"
+    maybe.metrics["kl"].verdict = "inconclusive"
+    assert maybe.verdict == "inconclusive"
+    checks = [_check(reports["pass"]), _check(reports["fail"]), _check(maybe), _check(reports["attention"])]
     page = parse(render_html(checks))
     assert page.stats == {"stat": "4 checks", "stat pass": "1 passed", "stat fail": "2 failed",
                           "stat inconclusive": "1 inconclusive"}
@@ -266,10 +262,10 @@ def test_no_checks():
 
 
 def test_check_label_matches_the_terminal_summary():
-    assert check_label({"nodeid": "t.py::a", "report": {"name": "t.py::a[1]"}}) == "t.py::a[1]"
-    assert check_label({"nodeid": "t.py::a", "report": {"name": "mild"}}) == "t.py::a (mild)"
-    assert check_label({"nodeid": "t.py::a", "report": {"name": None}}) == "t.py::a"
-    assert check_label({"nodeid": "", "report": {"name": None}}) == "hemorrhage check"
+    assert check_label("t.py::a", "t.py::a[1]") == "t.py::a[1]"
+    assert check_label("t.py::a", "mild") == "t.py::a (mild)"
+    assert check_label("t.py::a", None) == "t.py::a"
+    assert check_label("", None) == "hemorrhage check"
 
 
 def test_report_to_html_renders_one_report(reports):
@@ -368,31 +364,14 @@ def test_plugin_help_mentions_html(pytester: pytest.Pytester) -> None:
 
 
 # ---------------------------------------------------------------------- cli
-def _save_word_tokenizer(folder: Path, size: int = 120) -> None:
-    """A word-level tokenizer over the built-in corpus, small enough for the tiny models' vocabulary."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    from pytest_hemorrhage.corpus import BUILTIN_SNIPPETS
-
-    seen: dict[str, None] = {}
-    for _, snippet in BUILTIN_SNIPPETS:
-        for word in re.findall(r"\w+", snippet.lower()):
-            seen.setdefault(word)
-    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(list(seen)[:size])}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
-
-
 def test_cli_compare_writes_html(tmp_path, capsys):
     base = tiny_llama()
-    for name, model in (("base", base), ("broken", _break_block(base, 1))):
-        model.save_pretrained(tmp_path / name)
-    _save_word_tokenizer(tmp_path / "base")
+    for name, model in (("base", base), ("broken", break_block(base, 1))):
+        save_model_folder(model, tmp_path / name)
     out = tmp_path / "reports" / "r.html"
+    # --no-suggest: the page is the subject here, not the mitigations a failure now tries.
     code = main(["compare", str(tmp_path / "base"), str(tmp_path / "broken"), "--probes", "6",
-                 "--max-length", "24", "--no-progress", "--html", str(out)])
+                 "--max-length", "24", "--no-progress", "--no-suggest", "--html", str(out)])
     assert code == 1
     page = parse(out.read_text(encoding="utf-8"))
     (section,) = page.find("section", "check")

@@ -27,9 +27,10 @@ def test_precedence_marker_over_cli_over_ini():
         ("marker", {"max_kl": -1}, r"@pytest.mark.hemorrhage: max_kl=-1 is outside"),
         ("marker", {"min_top1_agreement": 1.5}, r"@pytest.mark.hemorrhage: min_top1_agreement=1.5 is outside"),
         ("marker", {"max_kl": "abc"}, r"@pytest.mark.hemorrhage: max_kl must be a number"),
-        ("cli", {"max_kl": "x"}, r"command line \(--hemorrhage-\* options\): max_kl must be a number"),
-        ("ini", {"confidence": "2"}, r"ini file \(hemorrhage_\* keys\): confidence=2.0 is outside"),
-        ("ini", {"inconclusive_fails": "maybe"}, r"ini file.*inconclusive_fails must be true or false"),
+        # Command-line and ini errors name the exact option or ini key the bad value came from.
+        ("cli", {"max_kl": "x"}, r"^command line option --hemorrhage-max-kl: max_kl must be a number"),
+        ("ini", {"confidence": "2"}, r"^hemorrhage_confidence in the ini file: confidence=2.0 is outside"),
+        ("ini", {"inconclusive_fails": "maybe"}, r"^hemorrhage_inconclusive_fails in the ini file: .*true or false"),
     ],
 )
 def test_errors_name_source_and_key(source, values, pattern):
@@ -51,3 +52,27 @@ def test_frozen_and_replace_validates():
         t.replace(max_kl=math.nan)
     with pytest.raises(InvalidArgument, match="max_kl must be a number"):
         Thresholds(max_kl=True)
+
+
+def test_errors_name_the_ini_file_and_the_option_spelling():
+    with pytest.raises(InvalidArgument, match=r"^hemorrhage_max_kl in pytest.ini: max_kl must be a number .* 'abc'"):
+        Thresholds.resolve(ini={"max_kl": "abc"}, ini_file="pytest.ini")
+    # The hemorrhage command spells its options without the prefix.
+    with pytest.raises(InvalidArgument, match=r"^command line option --min-top1-agreement: min_top1_agreement=2.0"):
+        Thresholds.resolve(cli={"min_top1_agreement": "2"}, option_prefix="--")
+
+
+def test_a_bad_value_is_named_by_the_source_that_set_it_not_by_the_one_that_wins():
+    # The ini value is bad even though the command line overrides it: the ini key is named.
+    with pytest.raises(InvalidArgument, match=r"^hemorrhage_max_kl in the ini file"):
+        Thresholds.resolve(ini={"max_kl": "-1"}, cli={"max_kl": "0.1"})
+    # A class-level marker's bad value is reported even where the function's marker sets the key.
+    with pytest.raises(InvalidArgument, match=r"^@pytest.mark.hemorrhage: max_kl=-1 is outside"):
+        Thresholds.resolve(marker=[{"max_kl": -1}, {"max_kl": 0.1}])
+
+
+def test_closest_marker_wins_per_key_over_base():
+    base = Thresholds.resolve(ini={"max_ppl_ratio": "1.5"}, cli={"max_kl": "0.3"})
+    t = Thresholds.resolve(marker=[{"max_kl": 0.2, "confidence": 0.9}, {"max_kl": 0.1}], base=base)
+    assert (t.max_kl, t.confidence, t.max_ppl_ratio) == (0.1, 0.9, 1.5)
+    assert t.min_top1_agreement == Thresholds().min_top1_agreement

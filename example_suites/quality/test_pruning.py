@@ -68,7 +68,8 @@ def test_half_magnitude_pruning_report_names_first_bad_layer(hemorrhage, baselin
     assert f"first layer past threshold: {first.name} (SQNR {first.sqnr_db:.1f} dB)" in lines
 
     assert lines[0].startswith("Model hemorrhage: mean KL")
-    assert "--hemorrhage-update" in lines[-1]
+    # How to accept it on purpose, last: the marker (a live baseline, so no snapshot to re-record).
+    assert lines[-1].startswith("to accept this on purpose: loosen the threshold in @pytest.mark.hemorrhage(")
 
     # The mitigations that apply were tried on copies and re-measured: re-pruning the baseline to the
     # same sparsity with gradient-aware scores, and restoring layers. The best comes first.

@@ -58,12 +58,10 @@ def harmful():
 
 
 def spy_on_compare(monkeypatch):
-    # Record the keyword arguments the hemorrhage fixture passes to compare().
-    import pytest_hemorrhage
+    # Record the keyword arguments the hemorrhage fixture passes to compare(), directly or through
+    # check.run_check: every loaded pytest_hemorrhage module that holds compare gets the spy.
+    from pytest_hemorrhage.engine import compare
 
-    compare = getattr(pytest_hemorrhage, "compare", None)
-    if compare is None:  # namespace-package import: __init__ did not run
-        from pytest_hemorrhage.engine import compare
     seen = {}
 
     def spy(*args, **kwargs):
@@ -71,7 +69,9 @@ def spy_on_compare(monkeypatch):
         seen.update(kwargs)
         return compare(*args, **kwargs)
 
-    monkeypatch.setattr(sys.modules[compare.__module__], "compare", spy)
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "pytest_hemorrhage" and getattr(module, "compare", None) is compare:
+            monkeypatch.setattr(module, "compare", spy)
     return seen
 
 """.replace("TESTS_DIR_LITERAL", repr(str(TESTS_DIR)))

@@ -1,11 +1,18 @@
-"""JUnit XML: each check's verdict and metrics become ``<property>`` elements of its test case."""
+"""JUnit XML: each check's verdict and metrics become ``<property>`` elements of its test case.
+
+The names are one schema, shared with ``hemorrhage compare --junit``.
+"""
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 
 import pytest
+from model_folders import break_block, save_model_folder
+from tiny_models import tiny_llama
 
+from pytest_hemorrhage.cli import main
 from pytest_hemorrhage.thresholds import Thresholds
 
 
@@ -74,3 +81,38 @@ def test_junit_without_checks_has_no_hemorrhage_properties(pytester: pytest.Pyte
     )
     pytester.runpytest("--junitxml=junit.xml").assert_outcomes(passed=1)
     assert _properties(pytester.path / "junit.xml") == {"test_plain": {"other": "1"}}
+
+
+def test_plugin_and_command_line_share_one_property_schema(pytester: pytest.Pytester, inner, tmp_path) -> None:
+    base = tiny_llama()
+    folders = {name: save_model_folder(model, tmp_path / name)
+               for name, model in (("base", base), ("broken", break_block(base, 1)))}
+    cli_xml = tmp_path / "cli.xml"
+    assert main(["compare", folders["base"], folders["broken"], "--probes", "8", "--max-length", "24",
+                 "--no-suggest", "--no-progress", "--junit", str(cli_xml)]) == 1
+    # The same comparison as a test: the same folders, built-in probes and default thresholds.
+    inner(
+        f"""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from pytest_hemorrhage.probes import Probes
+
+        def test_gate(hemorrhage):
+            base = AutoModelForCausalLM.from_pretrained({folders["base"]!r}).eval()
+            candidate = AutoModelForCausalLM.from_pretrained({folders["broken"]!r}).eval()
+            probes = Probes.builtin(AutoTokenizer.from_pretrained({folders["base"]!r}), n=8, max_length=24)
+            hemorrhage.check(base, candidate, probes)
+        """
+    )
+    pytester.runpytest("--junitxml=plugin.xml", "--hemorrhage-no-suggest").assert_outcomes(failed=1)
+    from_plugin = _properties(pytester.path / "plugin.xml")["test_gate"]
+    (from_cli,) = _properties(cli_xml).values()
+    assert list(from_plugin) == list(from_cli)
+    assert {"hemorrhage_verdict", "hemorrhage_kl", "hemorrhage_kl_ci_high", "hemorrhage_top1_ci_low",
+            "hemorrhage_first_bad_layer"} <= set(from_cli)
+    for name, value in from_cli.items():
+        if name in ("hemorrhage_verdict", "hemorrhage_first_bad_layer"):
+            assert from_plugin[name] == value, name
+        else:  # the two runs may use different thread counts: equal up to summation order
+            assert math.isclose(float(from_plugin[name]), float(value), rel_tol=1e-4, abs_tol=1e-9), name
+    assert from_cli["hemorrhage_verdict"] == "fail" and from_cli["hemorrhage_first_bad_layer"] == "model.layers.1"

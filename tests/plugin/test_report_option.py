@@ -79,16 +79,20 @@ def test_markdown_report(pytester: pytest.Pytester, inner) -> None:
     text = (pytester.path / "checks.md").read_text(encoding="utf-8")
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)
+    # One Markdown renderer for the plugin, the command line and Report.to_markdown(): formatted
+    # numbers and metric labels, as in the assertion message (the session file used raw values).
     headings = [line for line in text.splitlines() if line.startswith("### ")]
     assert headings == [
-        "### test_inner.py::test_pass: pass",
-        "### test_inner.py::test_fail: fail",
-        "### test_inner.py::test_two: pass",
-        "### test_inner.py::test_two[1]: pass",
-        "### test_inner.py::test_named (mild scaling): pass",
+        "### test_inner.py::test_pass: ✅ pass",
+        "### test_inner.py::test_fail: ❌ fail",
+        "### test_inner.py::test_two: ✅ pass",
+        "### test_inner.py::test_two[1]: ✅ pass",
+        "### test_inner.py::test_named (mild scaling): ✅ pass",
     ]
-    assert text.count("| metric | estimate | CI | threshold | verdict |") == 5
-    assert "| top1 |" in text and "| fail |" in text
+    assert text.count("| metric | estimate | 95% CI | threshold | verdict |") == 5
+    top1 = [line for line in text.splitlines() if line.startswith("| same top-1 |")]
+    assert len(top1) == 5 and top1[1].endswith("| ≥ 93.00% | ❌ fail |")
+    assert "First layer past threshold: `model.layers.1`" in text
 
 
 def test_markdown_report_without_checks(pytester: pytest.Pytester, inner) -> None:

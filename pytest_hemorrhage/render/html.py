@@ -1,11 +1,10 @@
 """A self-contained HTML report of hemorrhage checks: one file, no external resources.
 
-It is rendered from the JSON form of each report (``Report.to_dict()``), the machine-readable
-truth, so the pytest plugin can render every check of a session, xdist workers' included.
-Plots are matplotlib PNGs embedded as ``data:`` URIs; the CSS is inline; every piece of text
-goes through :func:`html.escape`.
+Rendered from :class:`~pytest_hemorrhage.report.Report` objects (the pytest plugin turns each
+recorded check's JSON form back into one, xdist workers' included). Plots are matplotlib PNGs
+embedded as ``data:`` URIs; the CSS is inline; every piece of text goes through :func:`html.escape`.
 
-    render_html([{"nodeid": "test_q.py::test_int4", "report": report.to_dict()}, ...]) -> str
+    render_html([("test_q.py::test_int4", report), ...]) -> str
 """
 
 from __future__ import annotations
@@ -14,9 +13,15 @@ import base64
 import html
 import io
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-__all__ = ["render_html", "check_label", "sqnr_series"]
+from .text import headline
+from .values import METRIC_INFO
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..report import LayerResult, MetricResult, Report
+
+__all__ = ["render_html", "sqnr_series"]
 
 _VERDICTS = ("pass", "fail", "inconclusive")
 _BADGE_TEXT = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "info": "info"}
@@ -75,17 +80,10 @@ details > summary { cursor: pointer; color: #424a53; margin: 14px 0 4px; font-we
 
 # ---------------------------------------------------------------------- values
 def _num(value: Any) -> float | None:
-    """A number from the JSON form: floats, ints, and the strings "inf", "-inf", "nan"."""
-    if value is None or isinstance(value, bool):
+    """A number to show or plot: None for anything that is not one (None, a bool, a string)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    return float(value)
 
 
 def _esc(value: Any) -> str:
@@ -93,45 +91,29 @@ def _esc(value: Any) -> str:
 
 
 def _metric_info(name: str) -> tuple[str, str, str]:
-    from .report import METRIC_INFO
-
     return METRIC_INFO.get(name, (name, "", "{:.4g}"))
+
+
+def _nonfinite(v: float) -> str | None:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    return None
 
 
 def _fmt(name: str, value: Any) -> str:
     v = _num(value)
     if v is None:
         return "-"
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "∞" if v > 0 else "−∞"
-    return _metric_info(name)[2].format(v)
+    return _nonfinite(v) or _metric_info(name)[2].format(v)
 
 
 def _fmt_g(value: Any, digits: int = 3) -> str:
     v = _num(value)
     if v is None:
         return "-"
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "∞" if v > 0 else "−∞"
-    return f"{v:.{digits}g}"
-
-
-def check_label(check: Mapping[str, Any]) -> str:
-    """The test id, plus the check's own name when it has one (as in the terminal summary)."""
-    report = check.get("report") or {}
-    name, nodeid = report.get("name"), check.get("nodeid") or ""
-    if not nodeid:
-        return name or "hemorrhage check"
-    return name if name and name.startswith(nodeid) else (f"{nodeid} ({name})" if name else nodeid)
-
-
-def _verdict(report: Mapping[str, Any]) -> str:
-    v = report.get("verdict")
-    return v if v in _VERDICTS else "info"
+    return _nonfinite(v) or f"{v:.{digits}g}"
 
 
 def _badge(verdict: str) -> str:
@@ -139,53 +121,25 @@ def _badge(verdict: str) -> str:
     return f'<span class="badge {v}">{_esc(_BADGE_TEXT[v])}</span>'
 
 
-def _describe(m: Mapping[str, Any]) -> str:
-    """The metric's sentence, worded as in the text report (MetricResult.describe)."""
-    from .report import MetricResult
-
-    def f(key: str) -> float:
-        v = _num(m.get(key))
-        return math.nan if v is None else v
-
-    try:
-        result = MetricResult(
-            name=str(m.get("name")), estimate=f("estimate"), ci_low=f("ci_low"), ci_high=f("ci_high"),
-            threshold=_num(m.get("threshold")), threshold_key=m.get("threshold_key"),
-            direction=m.get("direction"), verdict=str(m.get("verdict", "info")),
-            more_probes_needed=m.get("more_probes_needed"), extra=dict(m.get("extra") or {}),
-        )
-        return result.describe()
-    except (TypeError, ValueError):
-        return f"{m.get('name')} {_fmt(str(m.get('name')), m.get('estimate'))}"
+def _sqnr_threshold(report: "Report") -> float | None:
+    return _num(report.thresholds.get("min_layer_sqnr_db"))
 
 
-def _headline(report: Mapping[str, Any]) -> str:
-    nonfinite = report.get("nonfinite")
-    if nonfinite:
-        where = nonfinite.get("layer", "?") if isinstance(nonfinite, Mapping) else nonfinite
-        return f"Model hemorrhage: the candidate produced non-finite values (NaN/Inf), first in {where}"
-    gated = [m for m in report.get("metrics", []) if m.get("verdict", "info") != "info"]
-    failing = ([m for m in gated if m.get("verdict") == "fail"]
-               or [m for m in gated if m.get("verdict") == "inconclusive"])
-    if failing:
-        word = "Model hemorrhage" if failing[0].get("verdict") == "fail" else "Inconclusive"
-        return f"{word}: {_describe(failing[0])}"
-    if not gated:
-        return "No hemorrhage check was gated (every threshold is None)"
-    return f"No hemorrhage: {_describe(gated[0])}"
+def _first_bad_name(report: "Report") -> str | None:
+    first = report.first_bad_layer
+    return first.name if first is not None else None
 
 
 # ---------------------------------------------------------------------- plots
-def sqnr_series(layers: Sequence[Mapping[str, Any]], threshold: float | None) -> dict[str, Any]:
+def sqnr_series(layers: Sequence["LayerResult"], threshold: float | None) -> dict[str, Any]:
     """Per-layer SQNR ready to plot: +inf (identical layers) clipped to a ceiling above the rest.
 
     Returns ``x`` (layer indices), ``y`` (plotted values, NaN where unknown), ``clipped`` (bools:
     the layer was +inf and is drawn at ``ceiling``), ``floor_clipped`` (-inf drawn at ``floor``),
     ``ceiling`` and ``floor``.
     """
-    x = [int(layer.get("index", i)) for i, layer in enumerate(layers)]
-    raw = [_num(layer.get("sqnr_db")) for layer in layers]
-    raw = [math.nan if v is None else v for v in raw]
+    x = [layer.index for layer in layers]
+    raw = [float(layer.sqnr_db) for layer in layers]
     finite = [v for v in raw if math.isfinite(v)]
     refs = finite + ([threshold] if threshold is not None and math.isfinite(threshold) else [])
     top = max(refs) if refs else 0.0
@@ -235,14 +189,14 @@ def _layer_ticks(ax, x: Sequence[int]) -> None:
         ax.set_xlim(min(x) - 0.5, max(x) + 0.5)
 
 
-def _plot_sqnr(report: Mapping[str, Any]) -> str | None:
-    layers = report.get("layers") or []
+def _plot_sqnr(report: "Report") -> str | None:
+    layers = report.layers
     if not layers:
         return None
-    threshold = _num((report.get("thresholds") or {}).get("min_layer_sqnr_db"))
+    threshold = _sqnr_threshold(report)
     s = sqnr_series(layers, threshold)
     x, y = s["x"], s["y"]
-    first_bad = report.get("first_bad_layer")
+    first_bad = _first_bad_name(report)
     fig = _new_figure()
     ax = fig.add_subplot()
     _style_axes(ax)
@@ -269,7 +223,7 @@ def _plot_sqnr(report: Mapping[str, Any]) -> str | None:
                    label=f"min layer SQNR ({threshold:g} dB)")
     if first_bad:
         for layer, xi, yi in zip(layers, x, y):
-            if layer.get("name") == first_bad and math.isfinite(yi):
+            if layer.name == first_bad and math.isfinite(yi):
                 ax.scatter([xi], [yi], s=150, facecolors="none", edgecolors=_RED, linewidths=1.8, zorder=4,
                            label=f"first bad layer: {_short(first_bad)}")
                 ax.axvline(xi, color=_RED, linewidth=0.8, alpha=0.35, zorder=1)
@@ -312,16 +266,15 @@ def _short(name: str, limit: int = 40) -> str:
     return name if len(name) <= limit else "…" + name[-(limit - 1):]
 
 
-def _plot_kl(report: Mapping[str, Any]) -> str | None:
-    q = report.get("kl_quantiles") or {}
+def _plot_kl(report: "Report") -> str | None:
+    q = report.kl_quantiles
     points = [(label, _num(q.get(key))) for key, label in _KL_KEYS if key in q]
     points = [(label, v) for label, v in points if v is not None and math.isfinite(v)]
     if not points:
         return None
-    metrics = {m.get("name"): m for m in report.get("metrics", [])}
-    kl = metrics.get("kl", {})
-    mean = _num(kl.get("estimate"))
-    limit = _num(kl.get("threshold"))
+    kl = report.metrics.get("kl")
+    mean = kl.estimate if kl is not None else None
+    limit = kl.threshold if kl is not None else None
     labels = [label for label, _ in points]
     values = [v for _, v in points]
     fig = _new_figure()
@@ -360,13 +313,12 @@ def _plot_kl(report: Mapping[str, Any]) -> str | None:
     return _png(fig)
 
 
-def _plot_attention(report: Mapping[str, Any]) -> str | None:
-    layers = [layer for layer in report.get("layers") or [] if layer.get("attention_js")]
+def _plot_attention(report: "Report") -> str | None:
+    layers = [layer for layer in report.layers if layer.attention_js]
     if not layers:
         return None
-    x = [int(layer.get("index", i)) for i, layer in enumerate(layers)]
-    per_head = [[_num(v) for v in layer["attention_js"]] for layer in layers]
-    per_head = [[v for v in heads if v is not None and math.isfinite(v)] for heads in per_head]
+    x = [layer.index for layer in layers]
+    per_head = [[v for v in layer.attention_js or [] if math.isfinite(v)] for layer in layers]
     ymax = [max(h) if h else math.nan for h in per_head]
     ymean = [sum(h) / len(h) if h else math.nan for h in per_head]
     fig = _new_figure()
@@ -398,45 +350,38 @@ def _figure(src: str | None, alt: str, caption: str) -> str:
 
 
 # ---------------------------------------------------------------------- sections
-def _metrics_table(report: Mapping[str, Any]) -> str:
-    rows = []
-    for m in report.get("metrics", []):
-        name = str(m.get("name"))
-        label, unit, _ = _metric_info(name)
-        level = (m.get("extra") or {}).get("confidence", 0.95)
-        lo, hi = _num(m.get("ci_low")), _num(m.get("ci_high"))
-        ci = "-" if lo is None or hi is None else f"{_fmt(name, lo)} – {_fmt(name, hi)}"
-        threshold = m.get("threshold")
-        if _num(threshold) is None:
-            thr = "-"
-        else:
-            thr = ("≤ " if m.get("direction") == "max" else "≥ ") + _fmt(name, threshold)
-        verdict = str(m.get("verdict", "info"))
-        extra = ""
-        if verdict == "inconclusive" and m.get("more_probes_needed"):
-            extra = f' <span class="muted">(~{_esc(m["more_probes_needed"])} more probes would decide)</span>'
-        n = f"{_esc(m.get('n_units', '-'))} / {_esc(m.get('n_tokens', '-'))}"
-        cls = ' class="bad"' if verdict == "fail" else ""
-        unit_html = f' <span class="muted">({_esc(unit)})</span>' if unit else ""
-        ci_title = f"{level:.0%} CI" if isinstance(level, (int, float)) else f"{level} CI"
-        rows.append(
-            f"<tr{cls}><td>{_esc(label)}{unit_html}</td>"
-            f'<td class="num">{_esc(_fmt(name, m.get("estimate")))}</td>'
-            f'<td class="num">{_esc(ci)}</td><td class="num">{_esc(thr)}</td>'
-            f"<td>{_badge(verdict)}{extra}</td>"
-            f'<td class="num" title="{_esc(ci_title)}">{n}</td></tr>'
-        )
+def _metric_row(m: "MetricResult") -> str:
+    label, unit, _ = _metric_info(m.name)
+    level = m.extra.get("confidence", 0.95)
+    ci = f"{_fmt(m.name, m.ci_low)} – {_fmt(m.name, m.ci_high)}"
+    limit = "-" if m.threshold is None else ("≤ " if m.direction == "max" else "≥ ") + _fmt(m.name, m.threshold)
+    extra = ""
+    if m.verdict == "inconclusive" and m.more_probes_needed:
+        extra = f' <span class="muted">(~{_esc(m.more_probes_needed)} more probes would decide)</span>'
+    cls = ' class="bad"' if m.verdict == "fail" else ""
+    unit_html = f' <span class="muted">({_esc(unit)})</span>' if unit else ""
+    ci_title = f"{level:.0%} CI" if isinstance(level, (int, float)) else f"{level} CI"
+    return (
+        f"<tr{cls}><td>{_esc(label)}{unit_html}</td>"
+        f'<td class="num">{_esc(_fmt(m.name, m.estimate))}</td>'
+        f'<td class="num">{_esc(ci)}</td><td class="num">{_esc(limit)}</td>'
+        f"<td>{_badge(m.verdict)}{extra}</td>"
+        f'<td class="num" title="{_esc(ci_title)}">{_esc(m.n_units)} / {_esc(m.n_tokens)}</td></tr>'
+    )
+
+
+def _metrics_table(report: "Report") -> str:
+    rows = [_metric_row(m) for m in report.metrics.values()]
     if not rows:
         return '<p class="muted">No metrics.</p>'
-    level = next(((m.get("extra") or {}).get("confidence") for m in report.get("metrics", [])
-                  if (m.get("extra") or {}).get("confidence")), 0.95)
+    level = next((m.extra["confidence"] for m in report.metrics.values() if m.extra.get("confidence")), 0.95)
     head = (f"<tr><th>metric</th><th>estimate</th><th>{_esc(f'{level:.0%}')} CI</th><th>threshold</th>"
             "<th>verdict</th><th>probes / tokens</th></tr>")
     return f"<table class=\"metrics\"><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _kl_table(report: Mapping[str, Any]) -> str:
-    q = report.get("kl_quantiles") or {}
+def _kl_table(report: "Report") -> str:
+    q = report.kl_quantiles
     if not q:
         return ""
     head = "".join(f"<th>{_esc(label)}</th>" for key, label in _KL_KEYS if key in q)
@@ -445,11 +390,19 @@ def _kl_table(report: Mapping[str, Any]) -> str:
             f"<table class=\"kl\"><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>")
 
 
-def _by_tag_table(report: Mapping[str, Any]) -> str:
-    by_tag = report.get("by_tag") or {}
+def _past(gate: "MetricResult | None", value: Any) -> bool:
+    """Whether a per-tag point estimate lies past the check's threshold for that metric."""
+    x = _num(value)
+    if gate is None or gate.threshold is None or x is None:
+        return False
+    return x > gate.threshold if gate.direction == "max" else x < gate.threshold
+
+
+def _by_tag_table(report: "Report") -> str:
+    by_tag = report.by_tag
     if not by_tag:
         return ""
-    gates = {m.get("name"): m for m in report.get("metrics", []) if m.get("verdict", "info") != "info"}
+    gates = {name: m for name, m in report.metrics.items() if m.verdict != "info"}
     columns: list[str] = []
     for values in by_tag.values():
         for key in values:
@@ -461,13 +414,8 @@ def _by_tag_table(report: Mapping[str, Any]) -> str:
         cells = []
         for c in columns:
             v = values.get(c)
-            gate = gates.get(c)
-            bad = False
-            if gate is not None and _num(v) is not None and _num(gate.get("threshold")) is not None:
-                t, x = _num(gate["threshold"]), _num(v)
-                bad = x > t if gate.get("direction") == "max" else x < t
             text = str(v) if c in ("n_units", "n_tokens") else _fmt(c, v)
-            style = ' style="color: var(--fail); font-weight: 600"' if bad else ""
+            style = ' style="color: var(--fail); font-weight: 600"' if _past(gates.get(c), v) else ""
             cells.append(f'<td class="num"{style}>{_esc(text)}</td>')
         rows.append(f"<tr><td>{_esc(tag)}</td>{''.join(cells)}</tr>")
     return ("<h3>By probe tag</h3><p class=\"muted\">Values past the check's thresholds are in red "
@@ -475,56 +423,50 @@ def _by_tag_table(report: Mapping[str, Any]) -> str:
             f"<table class=\"by-tag\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def _layers_table(report: Mapping[str, Any]) -> str:
+def _layer_row(layer: "LayerResult", first_bad: str | None, threshold: float | None, with_attn: bool) -> str:
+    bad = threshold is not None and layer.sqnr_db < threshold
+    marker = ' <span class="badge fail">first bad</span>' if layer.name == first_bad else ""
+    cells = [f'<td class="num">{_esc(layer.index)}</td>', f"<td><code>{_esc(layer.name)}</code>{marker}</td>",
+             f'<td class="num">{_esc(_fmt("output_sqnr_db", layer.sqnr_db))}</td>',
+             f'<td class="num">{_esc(_fmt_g(layer.rel_error, 4))}</td>',
+             f'<td class="num">{_esc(_fmt("output_cosine", layer.cosine))}</td>']
+    if with_attn:
+        js, es = layer.attention_js or [], layer.entropy_shift or []
+        cells.append(f'<td class="num">{_esc(_fmt_g(max(js), 4) if js else "-")}</td>')
+        cells.append(f'<td class="num">{_esc(_fmt_g(sum(es) / len(es), 4) if es else "-")}</td>')
+    cls = ' class="bad"' if bad else ""
+    return f"<tr{cls}>{''.join(cells)}</tr>"
+
+
+def _layers_table(report: "Report") -> str:
     """Per-layer metrics, open by default unless the check passed or the model is deep."""
-    layers = report.get("layers") or []
+    layers = report.layers
     if not layers:
         return ""
-    first_bad = report.get("first_bad_layer")
-    threshold = _num((report.get("thresholds") or {}).get("min_layer_sqnr_db"))
-    with_attn = any(layer.get("attention_js") for layer in layers)
+    first_bad, threshold = _first_bad_name(report), _sqnr_threshold(report)
+    with_attn = any(layer.attention_js for layer in layers)
     head = ("<tr><th>#</th><th>layer</th><th>SQNR (dB)</th><th>relative error</th><th>cosine</th>"
             + ("<th>attention JS max</th><th>entropy shift mean</th>" if with_attn else "") + "</tr>")
-    rows = []
-    for layer in layers:
-        sqnr = _num(layer.get("sqnr_db"))
-        bad = sqnr is not None and threshold is not None and sqnr < threshold
-        name = str(layer.get("name"))
-        marker = ' <span class="badge fail">first bad</span>' if name == first_bad else ""
-        cells = [f'<td class="num">{_esc(layer.get("index", ""))}</td>', f"<td><code>{_esc(name)}</code>{marker}</td>",
-                 f'<td class="num">{_esc(_fmt("output_sqnr_db", sqnr))}</td>',
-                 f'<td class="num">{_esc(_fmt_g(layer.get("rel_error"), 4))}</td>',
-                 f'<td class="num">{_esc(_fmt("output_cosine", layer.get("cosine")))}</td>']
-        if with_attn:
-            js = [v for v in (_num(x) for x in layer.get("attention_js") or []) if v is not None]
-            es = [v for v in (_num(x) for x in layer.get("entropy_shift") or []) if v is not None]
-            cells.append(f'<td class="num">{_esc(_fmt_g(max(js), 4) if js else "-")}</td>')
-            cells.append(f'<td class="num">{_esc(_fmt_g(sum(es) / len(es), 4) if es else "-")}</td>')
-        cls = ' class="bad"' if bad else ""
-        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    opened = " open" if len(layers) <= 16 and _verdict(report) != "pass" else ""
+    rows = [_layer_row(layer, first_bad, threshold, with_attn) for layer in layers]
+    opened = " open" if len(layers) <= 16 and report.verdict != "pass" else ""
     return (f"<details{opened}><summary>Per-layer metrics ({len(layers)} layers)</summary>"
             f"<table class=\"layers\"><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></details>")
 
 
-def _where_it_starts(report: Mapping[str, Any]) -> str:
+def _where_it_starts(report: "Report") -> str:
     parts = []
-    nonfinite = report.get("nonfinite")
-    if nonfinite:
-        where = nonfinite.get("layer", "?") if isinstance(nonfinite, Mapping) else nonfinite
+    if report.nonfinite:
+        where = report.nonfinite.get("layer", "?")
         parts.append(f'<div class="callout bad">Non-finite values (NaN/Inf) first in <code>{_esc(where)}</code></div>')
-    first_bad = report.get("first_bad_layer")
-    threshold = (report.get("thresholds") or {}).get("min_layer_sqnr_db")
-    layers = report.get("layers") or []
-    if first_bad:
-        sqnr = next((layer.get("sqnr_db") for layer in layers if layer.get("name") == first_bad), None)
+    first = report.first_bad_layer
+    threshold = report.thresholds.get("min_layer_sqnr_db")
+    if first is not None:
         parts.append(
-            f'<div class="callout bad">First layer past threshold: <code>{_esc(first_bad)}</code> '
-            f"(SQNR {_esc(_fmt('output_sqnr_db', sqnr))} dB &lt; {_esc(_fmt_g(threshold))} dB)</div>"
+            f'<div class="callout bad">First layer past threshold: <code>{_esc(first.name)}</code> '
+            f"(SQNR {_esc(_fmt('output_sqnr_db', first.sqnr_db))} dB &lt; {_esc(_fmt_g(threshold))} dB)</div>"
         )
-    elif layers:
-        values = [(_num(layer.get("sqnr_db")), layer.get("name")) for layer in layers]
-        values = [(v, n) for v, n in values if v is not None and not math.isnan(v)]
+    else:
+        values = [(layer.sqnr_db, layer.name) for layer in report.layers if not math.isnan(layer.sqnr_db)]
         if values and all(v == math.inf for v, _ in values):
             parts.append('<div class="callout">Every layer is identical to the baseline (SQNR = ∞).</div>')
         elif values:
@@ -533,26 +475,25 @@ def _where_it_starts(report: Mapping[str, Any]) -> str:
                 f'<div class="callout">No layer below {_esc(_fmt_g(threshold))} dB SQNR; lowest: '
                 f"<code>{_esc(worst[1])}</code> ({_esc(_fmt('output_sqnr_db', worst[0]))} dB)</div>"
             )
-    for side, names in (report.get("unmatched_layers") or {}).items():
+    for side, names in report.unmatched_layers.items():
         if names:
             parts.append(f'<div class="callout">Layers only in the {_esc(side)}: '
                          + ", ".join(f"<code>{_esc(n)}</code>" for n in names) + "</div>")
     return "".join(parts)
 
 
-def _notes(report: Mapping[str, Any]) -> str:
-    items = [f"<li>{_esc(n)}</li>" for n in report.get("notes") or []]
+def _notes(report: "Report") -> str:
+    items = [f"<li>{_esc(n)}</li>" for n in report.notes]
     out = ""
     if items:
         out += f"<h3>Notes</h3><ul class=\"notes\">{''.join(items)}</ul>"
-    if report.get("suggestion"):
-        out += f"<h3>Suggestion</h3><div class=\"callout\">{_esc(report['suggestion'])}</div>"
+    if report.suggestion:
+        out += f"<h3>Suggestion</h3><div class=\"callout\">{_esc(report.suggestion)}</div>"
     return out
 
 
-def _identity(report: Mapping[str, Any]) -> str:
-    identity = report.get("identity") or {}
-    thresholds = report.get("thresholds") or {}
+def _identity(report: "Report") -> str:
+    identity, thresholds = report.identity, report.thresholds
     if not identity and not thresholds:
         return ""
     rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc('-' if v is None else v)}</td></tr>" for k, v in identity.items())
@@ -566,14 +507,12 @@ def _identity(report: Mapping[str, Any]) -> str:
     return out + "</details>"
 
 
-def _check_section(index: int, check: Mapping[str, Any], plots: bool) -> str:
-    report = check.get("report") or {}
-    verdict = _verdict(report)
-    label = check_label(check)
+def _check_section(index: int, label: str, report: "Report", plots: bool) -> str:
+    verdict = report.verdict
     body = [
         f'<section class="check {verdict}" id="check-{index}">',
         f'<div class="check-head">{_badge(verdict)}<h2>{_esc(label)}</h2></div>',
-        f'<p class="headline">{_esc(_headline(report))}</p>',
+        f'<p class="headline">{_esc(headline(report))}</p>',
         _where_it_starts(report),
         "<h3>Metrics</h3>",
         _metrics_table(report),
@@ -598,26 +537,22 @@ def _check_section(index: int, check: Mapping[str, Any], plots: bool) -> str:
     return "\n".join(part for part in body if part)
 
 
-def _summary(checks: Sequence[Mapping[str, Any]]) -> str:
+def _summary(checks: Sequence[tuple[str, "Report"]]) -> str:
     counts = {v: 0 for v in _VERDICTS}
-    for check in checks:
-        v = _verdict(check.get("report") or {})
-        if v in counts:
-            counts[v] += 1
+    for _, report in checks:
+        counts[report.verdict] += 1
     stats = [f'<div class="stat"><span class="n">{len(checks)}</span>check{"s" if len(checks) != 1 else ""}</div>']
     words = {"pass": "passed", "fail": "failed", "inconclusive": "inconclusive"}
     for v in _VERDICTS:
         stats.append(f'<div class="stat {v}"><span class="n">{counts[v]}</span>{words[v]}</div>')
-    toc = "".join(
-        f'<li>{_badge(_verdict(c.get("report") or {}))} <a href="#check-{i}">{_esc(check_label(c))}</a></li>'
-        for i, c in enumerate(checks, 1)
-    )
+    toc = "".join(f'<li>{_badge(report.verdict)} <a href="#check-{i}">{_esc(label)}</a></li>'
+                  for i, (label, report) in enumerate(checks, 1))
     return (f'<div class="summary" id="summary">{"".join(stats)}</div>'
             + (f'<ul class="toc">{toc}</ul>' if toc else ""))
 
 
-def render_html(checks: Iterable[Mapping[str, Any]], title: str = "Model hemorrhage report") -> str:
-    """One self-contained HTML page for ``checks``: ``[{"nodeid": ..., "report": Report.to_dict()}]``.
+def render_html(checks: Iterable[tuple[str, "Report"]], title: str = "Model hemorrhage report") -> str:
+    """One self-contained HTML page for ``checks``: ``(label, report)`` pairs, one section each.
 
     No external resources: inline CSS, plots as base64 PNG ``data:`` URIs, all text escaped.
     """
@@ -628,7 +563,7 @@ def render_html(checks: Iterable[Mapping[str, Any]], title: str = "Model hemorrh
         plots = True
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         plots = False
-    sections = [_check_section(i, c, plots) for i, c in enumerate(checks, 1)]
+    sections = [_check_section(i, label, report, plots) for i, (label, report) in enumerate(checks, 1)]
     body = "\n".join(sections) if sections else '<p class="muted">No hemorrhage checks ran.</p>'
     return (
         "<!DOCTYPE html>\n"
