@@ -6,30 +6,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import torch
-from tiny_models import tiny_llama
+from tiny_models import WordTokenizerFolder, tiny_llama
 
 from pytest_hemorrhage.cli import main
-
-
-class WordTokenizerFolder:
-    """Save a tiny word-level tokenizer next to a tiny model (no download)."""
-
-    @staticmethod
-    def save(folder):
-        from tokenizers import Tokenizer, models, pre_tokenizers
-        from transformers import PreTrainedTokenizerFast
-
-        words = sorted({w.lower().strip(".,:;!?()'\"") for w in " ".join(_corpus_texts()).split()})[:120]
-        vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(w for w in words if w)}}
-        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
-
-
-def _corpus_texts():
-    from pytest_hemorrhage.corpus import BUILTIN_SNIPPETS
-
-    return [t for _, t in BUILTIN_SNIPPETS]
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,7 @@
 import json
 
 import pytest
-from test_cli import WordTokenizerFolder
-from tiny_models import tiny_llama
+from tiny_models import WordTokenizerFolder, tiny_llama
 
 import pytest_hemorrhage.models as models
 from pytest_hemorrhage.cli import main

@@ -1,4 +1,4 @@
-"""Tiny randomly initialised Hugging Face models built from configs (no download)."""
+"""Tiny randomly initialised Hugging Face models built from configs, and a tiny tokenizer (no download)."""
 
 from __future__ import annotations
 
@@ -88,3 +88,24 @@ def assert_reports_agree(got, expected, rel: float, sqnr_db: float, cosine: floa
     for a, b in zip(got.layers, expected.layers):
         assert a.sqnr_db == pytest.approx(b.sqnr_db, abs=sqnr_db), a.name
         assert a.cosine == pytest.approx(b.cosine, abs=cosine), a.name
+
+
+class WordTokenizerFolder:
+    """Save a tiny word-level tokenizer next to a tiny model (no download)."""
+
+    @staticmethod
+    def save(folder):
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        words = sorted({w.lower().strip(".,:;!?()'\"") for w in " ".join(_corpus_texts()).split()})[:120]
+        vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(w for w in words if w)}}
+        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(folder)
+
+
+def _corpus_texts():
+    from pytest_hemorrhage.corpus import BUILTIN_SNIPPETS
+
+    return [t for _, t in BUILTIN_SNIPPETS]
