@@ -24,6 +24,16 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _inner_runs_without_suggestions(request):
+    """Inner pytest runs (pytester) pass ``--hemorrhage-no-suggest``: a failing check would otherwise
+    try and re-measure every mitigation, which only tests about suggestions need. Such a test
+    deletes ``PYTEST_ADDOPTS`` (or passes ``suggest=True`` to the check) to get them back."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # starting, pytester clears PYTEST_ADDOPTS: set it after
+        request.getfixturevalue("monkeypatch").setenv("PYTEST_ADDOPTS", "--hemorrhage-no-suggest")
+
+
 @pytest.fixture(scope="module")
 def llama():
     return tiny_llama()
