@@ -49,8 +49,13 @@ def qwen2():
     return tiny_qwen2()
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects: the slow marker added here counts
 def pytest_collection_modifyitems(config, items):
-    """Deselect ``gpu`` tests where no CUDA device exists, and say so (never a silent skip)."""
+    """Put every test that loads the default model in the slow tier; deselect ``gpu`` tests where no
+    CUDA device exists, and say so (never a silent skip)."""
+    for item in items:
+        if "hemorrhage_default_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     needs = {"gpu": 1, "gpu2": 2}
     lacking = [item for item in items
