@@ -1,6 +1,6 @@
 """Gate error rates of the default thresholds on the default model (SmolLM2-135M).
 
-Runs every case of :mod:`benchmarks.gate_cases` through ``compare`` with default thresholds and
+Runs every case of :mod:`pytest_hemorrhage.gate_cases` through ``compare`` with default thresholds and
 counts false alarms (harmless changes that did not pass) and detections (harmful changes that did
 not pass). ``python -m benchmarks.gate_rates [--n-probes 32] [--max-length 128]`` prints the table
 and writes ``benchmarks/results/gate_rates.json`` (atomically).
@@ -45,10 +45,9 @@ def run(n_probes: int = 32, max_length: int = 128, names: list[str] | None = Non
 
     ``device`` (e.g. ``"cuda"``) is passed to ``compare``; the cases are built on the CPU.
     """
+    from pytest_hemorrhage.gate_cases import CASES
     from pytest_hemorrhage.models import default_model
     from pytest_hemorrhage.probes import Probes
-
-    from .gate_cases import CASES
 
     model, tokenizer = default_model()
     probes = Probes.builtin(tokenizer, n=n_probes, max_length=max_length)

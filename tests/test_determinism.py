@@ -80,11 +80,13 @@ def test_two_runs_in_one_process_are_byte_identical_tiny():
     assert '"attention_js"' in first and '"estimate"' in first
 
 
+@pytest.mark.slow
 def test_two_runs_in_one_process_are_byte_identical_default_model():
     first, second = _run_here("default", threads=1)
     assert first == second, _first_difference(first, second)
 
 
+@pytest.mark.slow  # two fresh interpreters each
 @pytest.mark.parametrize("which", ["tiny", "default"])
 def test_two_processes_give_byte_identical_reports(which):
     here = _run_here(which, threads=1)

@@ -1,9 +1,11 @@
-"""Gate error rates on the default model: every harmless change passes, every harmful one fails.
+"""Gate error rates: every harmless change of the catalogue passes, every harmful one fails.
 
-The catalogue lives in ``benchmarks/gate_cases.py``; ``benchmarks/gate_rates.py`` runs it at the
-README size (32 probes x 128 tokens). Here it runs on a few short probes with default thresholds.
-The builders themselves are checked on a tiny Llama: harmless refactors really change the model
-(weights or structure) while keeping its outputs, and no builder touches the model it is given.
+The catalogue is :mod:`pytest_hemorrhage.gate_cases`; ``benchmarks/gate_rates.py`` runs it on the
+default model at the README size (32 probes x 128 tokens). Here, on every run, each case that fits
+a 4-block tiny Llama goes through ``compare`` with default thresholds, and the builders are checked
+on that model: harmless refactors really change the model (weights or structure) while keeping its
+outputs, and no builder touches the model it is given. The slow tier runs the whole catalogue on
+the default model, on a few short probes with default thresholds.
 """
 
 import hashlib
@@ -11,10 +13,9 @@ import hashlib
 import pytest
 import torch
 
-from benchmarks import gate_cases as gc
-from benchmarks.gate_cases import CASES, harmful_cases, harmless_cases
+from pytest_hemorrhage import gate_cases as gc
 from pytest_hemorrhage.engine import compare
-from pytest_hemorrhage.models import default_model
+from pytest_hemorrhage.gate_cases import CASES, harmful_cases, harmless_cases
 from pytest_hemorrhage.modify import DecodedModel
 from pytest_hemorrhage.probes import Probes
 from tiny_models import random_token_ids, tiny_llama
@@ -33,9 +34,12 @@ def _fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-@pytest.fixture(scope="module")
-def gate_probes(hemorrhage_default_model):
-    return Probes.builtin(hemorrhage_default_model[1], n=N_PROBES, max_length=MAX_LENGTH)
+def _assert_verdict(case, report) -> None:
+    if case.kind == "harmless":
+        # Passed outright: an inconclusive verdict would fail the gate just the same.
+        assert report.passed and set(report.verdicts.values()) == {"pass"}, report.to_text()
+    else:
+        assert not report.passed, report.to_text()
 
 
 def test_catalogue_size_and_names():
@@ -44,30 +48,33 @@ def test_catalogue_size_and_names():
     assert len(set(names)) == len(names)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_gate_verdict(case, hemorrhage_default_model, gate_probes):
-    model, tokenizer = hemorrhage_default_model
-    baseline, candidate, probes, kwargs = case.build(model, tokenizer, gate_probes)
-    report = compare(baseline, candidate, probes, **kwargs)
-    if case.kind == "harmless":
-        # Passed outright: an inconclusive verdict would fail the gate just the same.
-        assert report.passed and set(report.verdicts.values()) == {"pass"}, report.to_text()
-    else:
-        assert not report.passed, report.to_text()
+@pytest.fixture(scope="module")
+def default_model_left_untouched(hemorrhage_default_model):
+    """The shared default model; once this module's cases are done, a check that none of them changed it.
 
-
-def test_the_default_model_was_never_modified(hemorrhage_default_model):
-    """No builder or comparison changed the session's shared model: it still equals a fresh load.
-
-    The reference is loaded here, not taken when the session model was first used, so the check is
-    real in any test order and on any xdist worker (it covers what ran before it in this process).
+    A teardown check rather than a last test: it needs no test order, and every xdist worker that
+    ran cases checks its own copy.
     """
-    fresh, _ = default_model()
-    assert fresh is not hemorrhage_default_model[0]
-    assert _fingerprint(hemorrhage_default_model[0]) == _fingerprint(fresh)
+    before = _fingerprint(hemorrhage_default_model[0])
+    yield hemorrhage_default_model
+    assert _fingerprint(hemorrhage_default_model[0]) == before, "a catalogue case modified the shared default model"
+
+
+@pytest.fixture(scope="module")
+def gate_probes(default_model_left_untouched):
+    return Probes.builtin(default_model_left_untouched[1], n=N_PROBES, max_length=MAX_LENGTH)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_gate_verdict(case, default_model_left_untouched, gate_probes):
+    model, tokenizer = default_model_left_untouched
+    baseline, candidate, probes, kwargs = case.build(model, tokenizer, gate_probes)
+    _assert_verdict(case, compare(baseline, candidate, probes, **kwargs))
 
 
 def test_the_fingerprint_sees_weights_hooks_and_attention_implementation():
+    """The teardown check above can fail: its fingerprint changes with a weight, a hook or the attention kernel."""
     model = tiny_llama()
     before = _fingerprint(model)
     handle = model.model.layers[0].register_forward_hook(lambda *args: None)
@@ -83,11 +90,11 @@ def test_the_fingerprint_sees_weights_hooks_and_attention_implementation():
     assert _fingerprint(other) != before
 
 
-# --------------------------------------------------------------------------- builders on a tiny Llama
+# --------------------------------------------------------------------------- verdicts and builders on a tiny Llama
 
-TINY_PROBES = Probes.from_token_ids(random_token_ids(n=4, length=16).tolist())
+TINY_PROBES = Probes.from_token_ids(random_token_ids(n=16, length=24).tolist())
 
-# Builders that need the default model's cache (covered by the catalogue run above).
+# Builders that need the default model's cache (the slow tier runs them, with the whole catalogue).
 NEEDS_DEFAULT = {"reload-from-cache", "reload-from-cache-as-baseline"}
 # Harmless cases whose two models hold bit-identical weights in the same structure.
 IDENTICAL = ("deep-copy", "batch-size-", "shuffled-probes-", "same-sampling", "fp32-fp64-fp32",
@@ -127,14 +134,26 @@ def _differs(a, b) -> bool:
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A tiny Llama whose RMSNorm weights are not all ones (else norm folding would be a no-op)."""
-    model = tiny_llama(layers=4)
+    """A tiny Llama whose RMSNorm weights are not all ones (else norm folding would be a no-op).
+
+    Initialised with std 0.1 rather than 0.02: its next-token distributions are peaked enough that a
+    change of sampling temperature is a real harm (KL ~0.08 for T=2 against T=1, 0.02 allowed),
+    where near-uniform outputs would keep it at ~0.003.
+    """
+    model = tiny_llama(layers=4, init_std=0.1)
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for module in model.modules():
             if type(module).__name__.endswith("RMSNorm"):
                 module.weight.copy_(1.0 + 0.2 * torch.randn(module.weight.shape, generator=gen))
     return model
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("case", _tiny_cases("harmless") + _tiny_cases("harmful"), ids=lambda c: c.name)
+def test_gate_verdict_on_a_tiny_model(case, tiny):
+    baseline, candidate, probes, kwargs = case.build(tiny, None, TINY_PROBES)
+    _assert_verdict(case, compare(baseline, candidate, probes, **kwargs))
 
 
 def _build_leaving_input(case, tiny):

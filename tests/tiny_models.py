@@ -1,4 +1,4 @@
-"""Tiny randomly initialised Hugging Face models built from configs (no download)."""
+"""Tiny randomly initialised Hugging Face models built from configs, and a tiny tokenizer (no download)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from transformers import (
 VOCAB = 128
 
 
-def tiny_llama(seed: int = 0, layers: int = 4, vocab: int = VOCAB) -> LlamaForCausalLM:
+def tiny_llama(seed: int = 0, layers: int = 4, vocab: int = VOCAB, init_std: float = 0.02) -> LlamaForCausalLM:
+    """A random Llama; ``init_std`` above the default 0.02 gives peaked, less uniform next-token distributions."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        tie_word_embeddings=False,
+        tie_word_embeddings=False, initializer_range=init_std,
     )
     return LlamaForCausalLM(cfg).eval()
 

@@ -88,6 +88,7 @@ def test_logit_stats_of_rows_whose_maximum_lies_far_past_the_first_chunk(interpr
     assert torch.equal(stats["top_b"].cpu(), _reference_top(zb, 2))
 
 
+@pytest.mark.slow  # a top-4 under the interpreter
 def test_logit_stats_of_identical_rows_give_exactly_zero_kl(interpreted):
     z = 5 * torch.randn(10, 333)
     stats = interpreted.logit_stats(*_on(z, torch.arange(10), z.clone()), topk=4, block=128)
@@ -100,7 +101,9 @@ def _reference_top(z: torch.Tensor, k: int) -> torch.Tensor:
     return torch.sort(-z.float(), dim=-1, stable=True).indices[:, :k]
 
 
-@pytest.mark.parametrize(("k", "block"), [(1, 16), (5, 16), (16, 16), (5, 512)])
+# Each top-k of k > 1 costs the interpreter seconds to tens of seconds: those run in the slow tier.
+@pytest.mark.parametrize(("k", "block"), [(1, 16)] + [pytest.param(k, block, marks=pytest.mark.slow)
+                                                      for k, block in ((5, 16), (16, 16), (5, 512))])
 def test_fused_top_ids_match_a_stable_sort(interpreted, k, block):
     # block 512 over a 300-word row leaves one value per lane, so the lane maxima are the top k;
     # block 16 puts about 19 values in each lane, so several of the top k often share a lane.
@@ -178,6 +181,7 @@ def test_activation_sums_agree_with_and_without_the_kernel(interpreted, monkeypa
     torch.testing.assert_close(with_kernel, activation_sums(b, m, mask), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # the whole pipeline, interpreted: minutes on a CPU
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_compare_and_snapshot_give_the_same_report_through_the_kernels(interpreted, monkeypatch):
     base = tiny_llama().to(DEVICE)

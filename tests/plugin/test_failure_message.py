@@ -9,14 +9,16 @@ from __future__ import annotations
 import pytest
 
 
+# top-1 fails; KL and the PPL ratio pass under these thresholds.
+HARMFUL_CHECK = """
+@pytest.mark.hemorrhage(max_kl=0.05, min_top1_agreement=0.9, max_ppl_ratio=1.05)
+def test_harmful(hemorrhage):
+    hemorrhage.check(MODEL, harmful(), PROBES)
+"""
+
+
 def test_fail_message_shape(pytester: pytest.Pytester, inner) -> None:
-    inner(
-        """
-        @pytest.mark.hemorrhage(max_kl=0.05, min_top1_agreement=0.9, max_ppl_ratio=1.05)
-        def test_harmful(hemorrhage):
-            hemorrhage.check(MODEL, harmful(), PROBES)
-        """
-    )
+    inner(HARMFUL_CHECK)
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
@@ -115,3 +117,24 @@ def test_against_a_snapshot_the_message_also_offers_to_re_record_it(pytester: py
         "E *to accept this on purpose: loosen the threshold in @pytest.mark.hemorrhage(max_kl=...), "
         "or rerun with --hemorrhage-update to re-record the snapshot",
     ])
+
+
+def test_a_failing_check_tries_mitigations_unless_told_not_to(pytester: pytest.Pytester, inner,
+                                                              monkeypatch) -> None:
+    # This test is about suggestions: undo the --hemorrhage-no-suggest that inner runs get (tests/conftest.py).
+    monkeypatch.delenv("PYTEST_ADDOPTS")
+    inner(HARMFUL_CHECK)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    # The damaged layer restored on a copy, re-measured, and shown between the diagnosis and the advice.
+    result.stdout.fnmatch_lines([
+        "E *first layer past threshold: model.layers.1 *",
+        "E *verified fix: restored 1 of 1 modified linears to baseline weights: model.layers.1.mlp.down_proj *"
+        "(checked, passes)",
+        "E *to accept this on purpose: *",
+    ], consecutive=True)
+    off = pytester.runpytest("--hemorrhage-no-suggest")
+    off.assert_outcomes(failed=1)
+    off.stdout.fnmatch_lines(["E *first layer past threshold: model.layers.1 *"])
+    off.stdout.no_fnmatch_line("*verified fix*")
+    off.stdout.no_fnmatch_line("*mitigation tried*")

@@ -269,6 +269,7 @@ def test_shared_{n}(hemorrhage, i):
 """
 
 
+@pytest.mark.slow  # worker interpreters: a subprocess run
 def test_xdist_workers_recording_the_same_snapshot(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(test_inner_a=XDIST_BODY.format(n="a"), test_inner_b=XDIST_BODY.format(n="b"))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # fresh interpreters: subprocess runs
+
 SCRIPT = """\
 import sys
 import pytest

@@ -9,6 +9,8 @@ import pytest
 
 pytest.importorskip("xdist")
 
+pytestmark = pytest.mark.slow  # worker interpreters: a subprocess run
+
 
 # Workers are fresh interpreters: a torch-only model spares each of them the transformers import
 # (seconds per worker), which is all this test needs; the engine treats it as a tensor-output model.

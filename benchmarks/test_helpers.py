@@ -1,4 +1,8 @@
-"""Reusable helpers of the benchmarks (efficiency statistics, numeric-suite SQNR); the numbers themselves are not asserted."""
+"""Reusable helpers of the benchmarks (efficiency statistics, numeric-suite SQNR); the numbers themselves are not asserted.
+
+The benchmarks' own tests: they live beside the code they check, so the project's tests (``tests/``)
+never import ``benchmarks``. ``python -m pytest`` runs them with the fast tier (``testpaths``).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,7 @@ from benchmarks.peer import numeric_suite_block_sqnr
 from pytest_hemorrhage.modify import quantize
 from pytest_hemorrhage.probes import Probes
 from pytest_hemorrhage.stats import Estimate
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tests.tiny_models import tiny_llama
 
 
 def test_document_stderr_is_the_limit_of_a_document_bootstrap():
@@ -77,7 +80,8 @@ def test_rules_and_tokens_until_right():
     assert math.isinf(projected_tokens(Estimate(0.0, -0.05, 0.05, 0.0, 9), 0.02, 100, "fail"))
 
 
-def test_numeric_suite_sqnr_agrees_with_compare_and_leaves_models_untouched(llama):
+def test_numeric_suite_sqnr_agrees_with_compare_and_leaves_models_untouched():
+    llama = tiny_llama()
     g = torch.Generator().manual_seed(3)
     probes = Probes.from_token_ids([torch.randint(1, 128, (int(n),), generator=g).tolist()
                                     for n in (12, 9, 16, 5, 12, 7)])

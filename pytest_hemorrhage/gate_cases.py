@@ -1,7 +1,9 @@
 """The CI-gate catalogue: changes that must pass (harmless) and changes that must fail (harmful).
 
 "A CI gate is only worth having if it never fails a harmless change, never passes a harmful one."
-Each :class:`GateCase` builds one comparison from the default model, its tokenizer and a probe set:
+Run the catalogue through ``compare`` to measure a gate's false alarms and misses:
+``python -m benchmarks.gate_rates`` does so on the default model with the default thresholds.
+Each :class:`GateCase` builds one comparison from a model, its tokenizer and a probe set:
 ``build(baseline, tokenizer, probes) -> (baseline_for_compare, candidate, probes_for_compare,
 compare_kwargs)``, so a case may change the batch size, the probe order or the baseline side too.
 
@@ -12,7 +14,9 @@ project's own measurements show to damage a 135M model. The builders never modif
 are given: every change is made on a ``copy.deepcopy``.
 
 The catalogue is written for Llama-shaped Hugging Face models (SmolLM2-135M): ``model.model.layers``
-blocks with ``self_attn.{q,k,v,o}_proj``, ``mlp.{gate,up,down}_proj`` and two RMSNorms.
+blocks with ``self_attn.{q,k,v,o}_proj``, ``mlp.{gate,up,down}_proj`` and two RMSNorms. Cases named
+``...-block-N`` need at least N + 1 blocks; the ``reload-from-cache`` ones compare against the
+default model loaded again.
 """
 
 from __future__ import annotations
@@ -260,26 +264,31 @@ def fold_norms(model: nn.Module, which: str = "attention") -> nn.Module:
 
 
 @torch.no_grad()
-def ulp_flips(model: nn.Module, fraction: float, seed: int) -> nn.Module:
-    """Move about ``fraction`` of the block weights (drawn with replacement) by one unit in the last place."""
+def _each_block_weight(model: nn.Module, seed: int,
+                       change: Callable[[torch.Tensor, torch.Generator], None]) -> nn.Module:
+    """A copy whose block weights each went through ``change(weight, generator)``, in place and in order."""
     out = _copy(model)
     gen = _seeded(seed)
     for w in _weights(out):
+        change(w, gen)
+    return out
+
+
+def ulp_flips(model: nn.Module, fraction: float, seed: int) -> nn.Module:
+    """Move about ``fraction`` of the block weights (drawn with replacement) by one unit in the last place."""
+
+    def flip(w: torch.Tensor, gen: torch.Generator) -> None:
         flat = w.view(-1)
         idx = torch.randint(flat.numel(), (max(1, round(fraction * flat.numel())),), generator=gen)
         toward = torch.where(torch.rand(idx.shape, generator=gen) < 0.5, math.inf, -math.inf)
         flat[idx] = torch.nextafter(flat[idx], toward)
-    return out
+
+    return _each_block_weight(model, seed, flip)
 
 
-@torch.no_grad()
 def tiny_noise(model: nn.Module, relative: float, seed: int) -> nn.Module:
     """Add noise of relative size ``relative`` (well below fp32's 6e-8 resolution) to block weights."""
-    out = _copy(model)
-    gen = _seeded(seed)
-    for w in _weights(out):
-        w.add_(w * relative * torch.randn(w.shape, generator=gen))
-    return out
+    return _each_block_weight(model, seed, lambda w, gen: w.add_(w * relative * torch.randn(w.shape, generator=gen)))
 
 
 def fp64_round_trip(model: nn.Module) -> nn.Module:
