@@ -246,14 +246,6 @@ def hemorrhage_default_model():
     return default_model()
 
 
-@pytest.fixture(scope="session")
-def hemorrhage_default_probes(hemorrhage_default_model):
-    """32 built-in probes of up to 128 tokens for the default model."""
-    from .probes import Probes
-
-    return Probes.builtin(hemorrhage_default_model[1], n=32, max_length=128)
-
-
 # ---------------------------------------------------------------------- xdist and the end of the run
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:

@@ -401,14 +401,6 @@ def prune(
     inplace: bool = False,
 ) -> nn.Module:
     """Return a pruned copy of ``model`` (see :class:`PruningConfig`)."""
-    config = PruningConfig(
-        sparsity=sparsity,
-        method=method,  # type: ignore[arg-type]
-        n=n,
-        m=m,
-        blocks=blocks,
-        per_layer=per_layer,
-        skip=skip,
-        targets=targets,
-    )
+    # The arguments are the config's fields, in the same order.
+    config = PruningConfig(sparsity, method, n, m, blocks, per_layer, skip, targets)  # type: ignore[arg-type]
     return config.apply(model, inplace=inplace)

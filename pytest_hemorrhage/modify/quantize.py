@@ -281,15 +281,7 @@ def quantize(
     calibration: torch.Tensor | None = None,
 ) -> nn.Module:
     """Return a copy of ``model`` with RTN fake-quantized weights (see :class:`QuantizationConfig`)."""
-    config = QuantizationConfig(
-        bits=bits,
-        symmetric=symmetric,
-        granularity=granularity,  # type: ignore[arg-type]
-        group_size=group_size,
-        activation=activation,  # type: ignore[arg-type]
-        activation_bits=activation_bits,
-        skip=skip,
-        targets=targets,
-        activation_range=activation_range,
-    )
+    # The arguments are the config's fields, in the same order.
+    config = QuantizationConfig(bits, symmetric, granularity, group_size, activation,  # type: ignore[arg-type]
+                                activation_bits, skip, targets, activation_range)
     return config.apply(model, inplace=inplace, calibration=calibration)
