@@ -134,7 +134,7 @@ def part_times(base, cand, probes, batch_size: int) -> dict:
     from pytest_hemorrhage.capture import adapt, capture_layers
     from pytest_hemorrhage.metrics.activations import row_products
     from pytest_hemorrhage.metrics.outputs import token_output_metrics
-    from pytest_hemorrhage.snapshot import _projection, sign_keys
+    from pytest_hemorrhage.snapshot import sign_keys, sketch_projection
 
     batch = next(iter(probes.batches(batch_size)))
     adapter = adapt(base)
@@ -151,7 +151,7 @@ def part_times(base, cand, probes, batch_size: int) -> dict:
         layers = list(hidden.values())
         stacked = torch.stack(layers).flatten(1, 2)
         keys = sign_keys(0, list(range(ids.shape[0])), [width] * ids.shape[0], torch.device("cuda"))
-        proj = _projection(0, 16, stacked.shape[-1], torch.device("cuda"))
+        proj = sketch_projection(0, 16, stacked.shape[-1], torch.device("cuda"))
         out = {
             "forward_one_batch": event_ms(lambda: adapter.forward(batch), 5),
             "output_metrics": event_ms(lambda: token_output_metrics(zb, zm, targets, rows=rows)),
@@ -193,8 +193,10 @@ def host_setup_ms(base, cand, probes, repeats: int = 20) -> dict:
     """Host milliseconds of a comparison's fixed work: the pair checks, finding the blocks, eval mode, identity."""
     from pytest_hemorrhage.capture import adapt
     from pytest_hemorrhage.engine import _identity
-    from pytest_hemorrhage.sources.module import check_pair, evaluating
+    from pytest_hemorrhage.sources.module import ModuleSource, check_pair, evaluating
     from pytest_hemorrhage.validate import check_token_ids
+
+    sides = (ModuleSource(base, "baseline"), ModuleSource(cand, "candidate"))
 
     def eval_mode():
         with evaluating(roles={"baseline": base, "candidate": cand}):
@@ -205,7 +207,7 @@ def host_setup_ms(base, cand, probes, repeats: int = 20) -> dict:
         "adapt_both": lambda: (adapt(base), adapt(cand)),
         "eval_mode": eval_mode,
         "check_token_ids_both": lambda: (check_token_ids(base, probes), check_token_ids(cand, probes)),
-        "report_identity": lambda: _identity(probes, base, cand, None),
+        "report_identity": lambda: _identity(probes, *sides),
     }
     return {name: round(common.best_time(fn, repeats) * 1e3, 3) for name, fn in steps.items()}
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .diagnose import diagnose
-from .engine import compare, unwrap_decoding
+from .engine import compare
 from .errors import HemorrhageDetected
 from .mitigate.suggest import suggest as run_suggest
 from .render.text import thresholds_to_loosen
 from .report import Report
-from .snapshot import Snapshot
+from .sources.pairing import live_model
 from .thresholds import Thresholds
 
 __all__ = ["assert_no_hemorrhage", "explain", "run_check"]
@@ -29,9 +29,8 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
     mitigation tried (:func:`pytest_hemorrhage.mitigate.suggest.suggest`). ``compare_kwargs``
     (``batch_size``, ``device``, ``layers`` ...) are used when re-measuring. Returns ``report``.
     """
-    live = not isinstance(baseline, Snapshot)
-    base_model, _ = unwrap_decoding(baseline)
-    cand_model, _ = unwrap_decoding(candidate)
+    base_model, cand_model = live_model(baseline), live_model(candidate)
+    live = base_model is not None
     shared = base_model is cand_model
     patterns = diagnose(report, base_model if live and not shared else None,
                         cand_model if live and not shared else None, probes if live and not shared else None)

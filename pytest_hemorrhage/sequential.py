@@ -13,18 +13,27 @@ where the boundary is tightest; we tune it for a quarter of the probe set, where
 should stop. Non-negative, skewed quantities get their bounds on the log scale, and a pass
 needs at least a quarter of the probes (a fail may come earlier): on log-normal per-probe
 values at the threshold that keeps false passes near the nominal rate (3 % for σ = 0.75,
-against 11 % for the plain boundary from the first look). The units are probes, visited in a seeded random order so every prefix is a
-random sample of the set.
+against 11 % for the plain boundary from the first look). The units are probes, visited in a
+seeded random order so every prefix is a random sample of the set (:class:`SequentialStop`).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["cs_radius", "rho_for", "SequentialRule", "Look", "MIN_UNITS", "TUNE_FRACTION"]
+from .thresholds import THRESHOLD_SPECS, Thresholds
+
+if TYPE_CHECKING:
+    from .report import Report
+    from .stats import UnitAccumulator
+
+__all__ = ["cs_radius", "rho_for", "SequentialRule", "SequentialStop", "Look", "MIN_UNITS", "TUNE_FRACTION",
+           "SEQUENTIAL_SCALE"]
 
 #: Units seen before any stop: the variance estimate of an asymptotic sequence needs a few.
 MIN_UNITS = 12
@@ -126,3 +135,68 @@ class SequentialRule:
         if decisions and all(d == "pass" for d in decisions):
             return "pass"
         return "continue"
+
+
+# threshold key -> (per-token quantity, threshold on that quantity's scale)
+SEQUENTIAL_SCALE = {
+    "max_kl": ("kl", lambda t: t),
+    "min_top1_agreement": ("top1", lambda t: t),
+    "min_topk_overlap": ("topk", lambda t: t),
+    "max_ppl_ratio": ("dnll", math.log),
+    "max_rms_dp": ("dp2", lambda t: t * t),
+}
+
+
+class SequentialStop:
+    """Early stopping of a comparison (``compare(..., sequential=True)``) over ``n_probes`` probes.
+
+    The comparison visits the probes in :attr:`order` (seeded, random) and asks :meth:`should_stop`
+    after each batch, passing its per-probe token sums; language models only.
+    """
+
+    SEED = 0
+
+    def __init__(self, n_probes: int, thresholds: Thresholds) -> None:
+        self.order = list(range(n_probes))
+        random.Random(self.SEED).shuffle(self.order)
+        self.rule = SequentialRule(n_probes, thresholds.confidence)
+        self.gated = {key: value for key, value in thresholds.gated().items() if key in SEQUENTIAL_SCALE}
+        self.looks: list[Look] = []
+        self.decision = "continue"
+
+    def _looks(self, tokens: "UnitAccumulator") -> list[Look]:
+        sums, counts = tokens.numpy()
+        seen = counts > 0
+        out = []
+        for key, threshold in self.gated.items():
+            quantity, scale = SEQUENTIAL_SCALE[key]
+            values = sums[quantity][seen] / counts[seen]
+            out.append(self.rule.look(THRESHOLD_SPECS[key].metric, values, scale(threshold),
+                                      THRESHOLD_SPECS[key].direction))
+        return out
+
+    def should_stop(self, kind: str | None, tokens: "UnitAccumulator") -> bool:
+        """Whether the evidence so far decides every gated metric (``kind``: the outputs compared)."""
+        if kind != "lm" or not self.gated:
+            return False
+        self.looks = self._looks(tokens)
+        self.decision = self.rule.verdict(self.looks)
+        return self.decision != "continue"
+
+    def annotate(self, report: "Report", kind: str | None, tokens: "UnitAccumulator") -> None:
+        """Record how far the run went and let a sequential decision set the verdicts."""
+        used = int((tokens.counts > 0).sum()) if kind == "lm" else len(self.order)
+        info: dict[str, Any] = {"probes_used": used, "probes_total": len(self.order),
+                                "fraction_used": used / len(self.order), "decision": self.decision,
+                                "confidence": self.rule.confidence}
+        if kind != "lm":
+            report.notes.append("sequential stopping applies to language models; every probe was used")
+        elif self.decision != "continue":
+            info["looks"] = [vars(look) for look in self.looks]
+            for look in self.looks:
+                metric = report.metrics.get(look.metric)
+                if metric is not None:
+                    metric.verdict = look.decision
+                    metric.more_probes_needed = None
+                    metric.extra["sequence_bounds_per_probe"] = [look.low, look.high]
+        report.sequential = info

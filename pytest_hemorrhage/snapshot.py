@@ -22,17 +22,17 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from .capture import adapt, capture_layers, host_to
+from .capture import host_to
 from .errors import InvalidArgument, SnapshotError
 from .files import atomic_write_bytes
-from .metrics import fused
-from .metrics.outputs import OUTPUT_METRICS, logits_at, top_ids, topk_ids
 from .probes import Probes, as_probes, tokenizer_for
+from .sources.module import ModuleSource, evaluating
+from .validate import TokenizerRecord, tokenizer_sha256
 
 __all__ = [
     "Snapshot",
@@ -41,6 +41,11 @@ __all__ = [
     "model_identity",
     "tokenizer_sha256",
     "snapshot_path",
+    "sketch_projection",
+    "sketch_signs",
+    "sign_keys",
+    "sketch_tokens",
+    "UPDATE_HINT",
     "FORMAT",
     "FORMAT_VERSION",
 ]
@@ -49,7 +54,7 @@ FORMAT = "pytest-hemorrhage-snapshot"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 _ALLOWED_DTYPES = {"F16": 2, "F32": 4, "I32": 4, "I64": 8}
-_UPDATE_HINT = "rerun with --hemorrhage-update to re-record the snapshot"
+UPDATE_HINT = "rerun with --hemorrhage-update to re-record the snapshot"
 
 
 # ---------------------------------------------------------------------- identity
@@ -96,23 +101,9 @@ def _offloaded_value(model: nn.Module, name: str) -> torch.Tensor:
     )
 
 
-def tokenizer_sha256(tokenizer: Any) -> str | None:
-    """sha256 of the tokenizer's full definition (vocabulary, merges, normaliser), or None."""
-    if tokenizer is None:
-        return None
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and hasattr(backend, "to_str"):
-        text = backend.to_str()
-    elif hasattr(tokenizer, "get_vocab"):
-        text = json.dumps(sorted(tokenizer.get_vocab().items()))
-    else:
-        return None
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 # ---------------------------------------------------------------------- sketches
 @functools.lru_cache(maxsize=8)
-def _projection(seed: int, dim: int, hidden: int, device: torch.device) -> torch.Tensor:
+def sketch_projection(seed: int, dim: int, hidden: int, device: torch.device) -> torch.Tensor:
     # Cached: rebuilding it on the host and copying it over for every batch would stall a GPU.
     g = torch.Generator().manual_seed(seed)
     return (torch.randint(0, 2, (dim, hidden), generator=g) * 2 - 1).to(device, torch.float32)
@@ -128,7 +119,8 @@ def _mix31(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 15)
 
 
-def _signs(seed: int, unit: int, length: int, hidden: int, device: torch.device, scheme: str = "hash") -> torch.Tensor:
+def sketch_signs(seed: int, unit: int, length: int, hidden: int, device: torch.device,
+                 scheme: str = "hash") -> torch.Tensor:
     """The random ±1 signs of a probe's tokens: a counter-based hash, the same on every device.
 
     ``scheme="generator"`` reproduces snapshots recorded before the hash (a CPU generator per probe,
@@ -197,6 +189,12 @@ class Snapshot:
         total = sum(t.numel() * t.element_size() for t in self.tensors.values())
         return total / max(1, self.n_scored_tokens)
 
+    @property
+    def tokenizer_record(self) -> TokenizerRecord:
+        """The tokenizer the baseline was recorded with, as a hash (None when it was not known)."""
+        return TokenizerRecord(self.meta.get("tokenizer_sha256"), f"the snapshot {self.path}" if self.path
+                               else "the snapshot")
+
     def identity_mismatches(self, baseline: nn.Module | None = None, tokenizer: Any = None,
                             probes: Probes | None = None) -> list[str]:
         """What differs between this snapshot and the current baseline, tokenizer and probes."""
@@ -228,7 +226,7 @@ class Snapshot:
             where = f" {self.path}" if self.path else ""
             raise SnapshotError(
                 f"snapshot{where} does not match the current run: " + "; ".join(problems)
-                + f". If the change is intended, {_UPDATE_HINT}."
+                + f". If the change is intended, {UPDATE_HINT}."
             )
 
     # ------------------------------------------------------------------ comparison
@@ -238,147 +236,12 @@ class Snapshot:
         rows = [torch.arange(int(off[u]), int(off[u]) + n) for u, n in zip(units, lengths)]
         return torch.cat(rows)
 
-    def output_metrics(self, batch: Any, logits_m: torch.Tensor, topk: int) -> tuple[torch.Tensor, dict]:
-        """Per-token metrics of the candidate against the recorded baseline for one batch."""
-        lengths = [int(n) - 1 for n in batch.attention_mask.sum(1).tolist()]  # host copy: no device sync
-        store = self.token_rows(batch.units, lengths, "scored")
-        vocab = logits_m.shape[-1]
-        if vocab != int(self.meta["vocab_size"]):
-            raise SnapshotError(
-                f"vocabulary mismatch: the snapshot was recorded with vocabulary {self.meta['vocab_size']}, "
-                f"the candidate outputs {vocab}; use a candidate with the baseline's vocabulary or {_UPDATE_HINT}"
-            )
-        device = logits_m.device
-        width = logits_m.shape[1]
-        scored = [(r, n) for r, n in enumerate(lengths) if n > 0]
-        flat = host_to(torch.cat([torch.arange(n) + r * width for r, n in scored]), device)
-        rows = host_to(torch.cat([torch.full((n,), r) for r, n in scored]), device)
-        targets = host_to(batch.input_ids, device).flatten().index_select(0, flat + 1)
-        logits_flat = logits_m.flatten(0, 1)
-        t = self._rows_on(("top_ids", "top_logp", "tail_ids", "tail_logp", "tail_mass", "target_logp"), store, device)
-        t["targets"] = targets
-        k_report = min(topk, t["top_ids"].shape[1])
-        if fused.enabled(logits_flat):
-            in_kernel = k_report <= fused.MAX_FUSED_TOPK
-            stats = fused.logit_stats(logits_flat, flat, topk=k_report if in_kernel else 0)
-            values = _metrics_against_snapshot(logits_flat, flat, stats["lse_m"], t, k_report,
-                                               mine=stats["top_m"] if in_kernel else None)
-        else:
-            # Probe by probe through views of its scored rows (right padding: one contiguous slice
-            # each), so no copy of the batch's logits is made; log-probabilities as the live
-            # comparison computes them, so stored exact quantities (top-1, the target's
-            # log-probability) give identical numbers either way.
-            # Here the work per logit is light (one log-softmax, a few gathers): chunks of about 32 MiB
-            # of float32 measured faster than cache-sized ones, whose per-call overhead then dominates.
-            chunk = max(16, (2**23 if device.type == "cpu" else 2**28) // max(vocab, 1))
-            parts, at = [], 0
-            for r, n in scored:
-                for start in range(0, n, chunk):
-                    z = logits_m[r, start: min(start + chunk, n)]
-                    lm = torch.log_softmax(z.float(), dim=-1)
-                    part = {k: v[at: at + len(z)] for k, v in t.items()}
-                    at += len(z)
-                    rows_z = torch.arange(len(z), device=device)
-                    parts.append(_metrics_against_snapshot(lm, rows_z, lm.new_zeros(len(z)), part, k_report,
-                                                           mine=topk_ids(z, k_report)))
-            values = {name: torch.cat([p[name] for p in parts]) for name in OUTPUT_METRICS}
-        return batch_units(batch, rows), values
-
-    def _rows_on(self, keys: tuple[str, ...], store: torch.Tensor, device: torch.device,
-                 layers: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The stored rows ``store`` of tensors ``keys`` (per-layer ones restricted to ``layers``) on ``device``.
-
-        On an accelerator a snapshot of up to 512 MiB is copied over once and indexed there; a larger
-        one is indexed on the host batch by batch.
-        """
-        if device.type != "cpu" and sum(self.tensors[k].nbytes for k in keys) <= 512 * 2**20:
-            cached = {k: self._device.get((k, device)) for k in keys}
-            for k, v in cached.items():
-                if v is None:
-                    cached[k] = self._device[(k, device)] = self.tensors[k].to(device)
-            index = host_to(store, device)
-            if layers is None:
-                return {k: v.index_select(0, index) for k, v in cached.items()}
-            lay = host_to(layers, device)
-            # Tokens first: selecting the layers first would copy every recorded token of them per batch.
-            return {k: v.index_select(1, index).index_select(0, lay) for k, v in cached.items()}
-        if layers is None:
-            return {k: host_to(self.tensors[k][store], device) for k in keys}
-        return {k: host_to(self.tensors[k][layers][:, store], device) for k in keys}
-
-    def layer_sums(self, names: list[str], batch: Any, hidden: Sequence[torch.Tensor]) -> torch.Tensor:
-        """[L, 4] sums (signal, estimated error, estimated cosine sum, tokens) for the blocks ``names``.
-
-        ``hidden``: the candidate's outputs of those blocks, one [B, T, D] tensor each (same shape).
-        """
-        index = torch.tensor([self.meta["layers"].index(n) for n in names])
-        lengths = batch.attention_mask.sum(1).tolist()  # the host copy: no device sync
-        store = self.token_rows(batch.units, lengths, "tokens")
-        device = hidden[0].device
-        width = hidden[0].shape[1]
-        flat = host_to(torch.cat([torch.arange(n) + r * width for r, n in enumerate(lengths)]), device)
-        size = hidden[0].shape[-1]
-        seed = int(self.meta["sketch"]["seed"])
-        scheme = self.meta["sketch"].get("signs", "generator")
-        dim = int(self.meta["sketch"]["dim"])
-        proj = _projection(seed, dim, size, device)
-        if scheme == "hash" and fused.enabled(hidden[0]):
-            keys = sign_keys(seed, batch.units, lengths, device)
-            # Each block's output is read where it lies: stacking them would copy every hidden state once more.
-            y_m, norm_m = fused.sketch_rows([h.flatten(0, 1) for h in hidden], flat, keys, proj)
-            y_m = y_m / math.sqrt(dim)
-        else:
-            signs = torch.cat([_signs(seed, u, n, size, device, scheme) for u, n in zip(batch.units, lengths)])
-            sketches, norms = [], []
-            for t in hidden:  # layer by layer: the temporaries stay small enough for the CPU's caches
-                h = t.flatten(0, 1).index_select(0, flat).float()  # [n, D], right padding dropped
-                sketches.append(sketch_tokens(h, signs, proj))
-                norms.append(torch.linalg.vector_norm(h, dim=-1))
-            y_m, norm_m = torch.stack(sketches), torch.stack(norms)
-        stored = self._rows_on(("norms", "sketches"), store, device, layers=index)
-        norm_b = stored["norms"].float()
-        y_b = stored["sketches"].float() * norm_b.unsqueeze(-1)
-        diff = y_b - y_m
-        err_t = torch.linalg.vecdot(diff, diff)
-        # cos = (|b|² + |m|² − |b−m|²) / (2|b||m|): exact norms, only the (small) difference is estimated,
-        # so the estimate is as tight as the SQNR one. Per-token values are not clipped: that would bias the mean.
-        cos = (norm_b.square() + norm_m.square() - err_t) / (2 * norm_b * norm_m).clamp_min(1e-12)
-        tokens = torch.full((y_m.shape[0],), float(y_m.shape[1]), device=y_m.device)
-        return torch.stack([norm_b.square().sum(-1), err_t.sum(-1), cos.sum(-1), tokens], dim=-1).double()
-
-
-def _metrics_against_snapshot(logits: torch.Tensor, rows: torch.Tensor, lse: torch.Tensor,
-                              stored: dict[str, torch.Tensor], k_report: int,
-                              mine: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per-token output metrics of candidate ``logits`` rows ``rows`` (log-normalisers ``lse``, top
-    ``k_report`` ids ``mine`` when already known) against the baseline's recorded ``stored`` rows
-    (plus ``"targets"``, the real next tokens)."""
-    lse = lse.unsqueeze(-1)
-    top_lp, top = stored["top_logp"].float(), stored["top_ids"].long()
-    lm_top = logits_at(logits, rows, top) - lse
-    head = (top_lp.exp() * (top_lp - lm_top)).sum(-1)
-    # Tail: sum_tail p_b log(p_b/p_m) = T_b E_tail[r - 1 - log r] + T_b - T_m, r = p_m/p_b, with
-    # T_m the candidate's exact mass outside the baseline's top-k. The summand r - 1 - log r >= 0
-    # shrinks quadratically with the divergence, so the estimate stays tight for small KL.
-    log_r = logits_at(logits, rows, stored["tail_ids"]) - lse - stored["tail_logp"].float()
-    mass_b = stored["tail_mass"].float()
-    mass_m = (1.0 - lm_top.exp().sum(-1)).clamp_min(0.0)
-    tail = mass_b * (log_r.exp() - 1.0 - log_r).mean(-1) + mass_b - mass_m
-    if mine is None:
-        mine = top_ids(logits, rows, k_report)
-    ym = (logits_at(logits, rows, stored["targets"].unsqueeze(-1)) - lse).squeeze(-1)
-    yb = stored["target_logp"].float()
-    return {
-        "kl": head + tail,
-        "top1": (mine[:, 0] == top[:, 0]).float(),
-        "topk": (top[:, :k_report].unsqueeze(-1) == mine.unsqueeze(-2)).any(-1).float().mean(-1),
-        "dnll": yb - ym,
-        "dp2": (ym.exp() - yb.exp()).square(),
-    }
-
-
-def batch_units(batch: Any, rows: torch.Tensor) -> torch.Tensor:
-    return host_to(torch.tensor(batch.units), rows.device)[rows]
+    def stored_on(self, key: str, device: torch.device) -> torch.Tensor:
+        """The recorded tensor ``key`` on ``device``, copied there once and kept for later comparisons."""
+        cached = self._device.get((key, device))
+        if cached is None:
+            cached = self._device[(key, device)] = self.tensors[key].to(device)
+        return cached
 
 
 # ---------------------------------------------------------------------- recording
@@ -408,41 +271,31 @@ def record_snapshot(
     probe_set = as_probes(probes, baseline)
     if not probe_set.is_tokens:
         raise InvalidArgument("probes: snapshots are recorded for language models on token probes")
-    from .validate import check_context_length, check_token_ids
-
-    check_context_length(baseline, probe_set)
-    check_token_ids(baseline, probe_set)
-    adapter = adapt(baseline, layers)
+    source = ModuleSource(baseline, "baseline", layers)
+    source.check(probe_set)
     lengths = torch.tensor([len(ids) for ids in probe_set.token_ids], dtype=torch.int32)
     n_tok, n_scored = int(lengths.sum()), int((lengths - 1).sum())
     zero = torch.zeros(1, dtype=torch.long)
     tok_off = torch.cat([zero, lengths.long().cumsum(0)])
     sc_off = torch.cat([zero, (lengths.long() - 1).cumsum(0)])
     arrays: dict[str, torch.Tensor] = {}
-    layer_names = [name for name, _ in adapter.layers]
+    layer_names = source.layer_names
     gen = torch.Generator().manual_seed(seed)
-    training = baseline.training
-    baseline.eval()
-    try:
-        with torch.inference_mode():
-            batches = probe_set.batches(batch_size)
-            if progress:
-                from tqdm.auto import tqdm
+    with evaluating(baseline), torch.inference_mode():
+        batches = probe_set.batches(batch_size)
+        if progress:
+            from tqdm.auto import tqdm
 
-                batches = tqdm(batches, total=math.ceil(len(probe_set) / batch_size), desc="snapshot", unit="batch")
-            for batch in batches:
-                captured: dict[str, torch.Tensor] = {}
-                with capture_layers(adapter.layers, lambda n, h: captured.__setitem__(n, h)):
-                    logits, _ = adapter.forward(batch)
-                if adapter.kind != "lm":
-                    raise InvalidArgument(
-                        f"baseline: snapshots need a causal language model; {type(baseline).__name__} "
-                        f"produces {adapter.kind} outputs"
-                    )
-                _record_batch(arrays, batch, logits, captured, layer_names, tok_off, sc_off, n_tok, n_scored,
-                              topk, tail_samples, sketch_dim, seed, gen)
-    finally:
-        baseline.train(training)
+            batches = tqdm(batches, total=math.ceil(len(probe_set) / batch_size), desc="snapshot", unit="batch")
+        for batch in batches:
+            seen = source.observe(batch, layer_names)
+            if seen.kind != "lm":
+                raise InvalidArgument(
+                    f"baseline: snapshots need a causal language model; {type(baseline).__name__} "
+                    f"produces {seen.kind} outputs"
+                )
+            _record_batch(arrays, batch, seen.outputs, seen.blocks, layer_names, tok_off, sc_off, n_tok, n_scored,
+                          topk, tail_samples, sketch_dim, seed, gen)
     tensors = {
         "tokens": torch.tensor([t for ids in probe_set.token_ids for t in ids], dtype=torch.int32),
         "lengths": lengths,
@@ -510,9 +363,9 @@ def _record_batch(arrays, batch, logits, captured, layer_names, tok_off, sc_off,
         for li, name in enumerate(layer_names):
             h = captured[name][row, :n].float()
             hidden = h.shape[-1]
-            proj = _projection(seed, sketch_dim, hidden, h.device)
+            proj = sketch_projection(seed, sketch_dim, hidden, h.device)
             if signs is None:
-                signs = _signs(seed, unit, n, hidden, h.device, "hash")
+                signs = sketch_signs(seed, unit, n, hidden, h.device, "hash")
             norms = h.norm(dim=-1)
             y = sketch_tokens(h, signs, proj) / norms.clamp_min(1e-30).unsqueeze(-1)
             arrays["sketches"][li, tok_rows] = y.half().cpu()
@@ -543,39 +396,39 @@ def write_snapshot(snapshot: Snapshot, path: str | Path) -> Path:
 
 def _read_header(data: bytes, path: Path) -> dict[str, Any]:
     if len(data) < 8:
-        raise SnapshotError(f"snapshot {path} is truncated ({len(data)} bytes); {_UPDATE_HINT}")
+        raise SnapshotError(f"snapshot {path} is truncated ({len(data)} bytes); {UPDATE_HINT}")
     (size,) = struct.unpack("<Q", data[:8])
     if size > MAX_HEADER_BYTES:
         raise SnapshotError(
             f"snapshot {path} claims a {size}-byte header (at most {MAX_HEADER_BYTES} allowed): it is "
-            f"damaged or not a snapshot; {_UPDATE_HINT}"
+            f"damaged or not a snapshot; {UPDATE_HINT}"
         )
     if 8 + size > len(data):
         raise SnapshotError(f"snapshot {path} is truncated (header needs {size} bytes, file has "
-                            f"{len(data) - 8}); {_UPDATE_HINT}")
+                            f"{len(data) - 8}); {UPDATE_HINT}")
     try:
         header = json.loads(data[8:8 + size])
     except ValueError:
-        raise SnapshotError(f"snapshot {path} has an unreadable header; {_UPDATE_HINT}") from None
+        raise SnapshotError(f"snapshot {path} has an unreadable header; {UPDATE_HINT}") from None
     if not isinstance(header, dict):
-        raise SnapshotError(f"snapshot {path} has an unreadable header; {_UPDATE_HINT}")
+        raise SnapshotError(f"snapshot {path} has an unreadable header; {UPDATE_HINT}")
     body = len(data) - 8 - size
     for name, info in header.items():
         if name == "__metadata__":
             continue
         if not isinstance(info, dict) or info.get("dtype") not in _ALLOWED_DTYPES:
-            raise SnapshotError(f"snapshot {path}: tensor {name!r} has an unsupported entry; {_UPDATE_HINT}")
+            raise SnapshotError(f"snapshot {path}: tensor {name!r} has an unsupported entry; {UPDATE_HINT}")
         shape, offsets = info.get("shape"), info.get("data_offsets")
         if (not isinstance(shape, list) or not all(isinstance(d, int) and 0 <= d < 2**40 for d in shape)
                 or not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) for o in offsets)):
-            raise SnapshotError(f"snapshot {path}: tensor {name!r} has an absurd shape or offsets; {_UPDATE_HINT}")
+            raise SnapshotError(f"snapshot {path}: tensor {name!r} has an absurd shape or offsets; {UPDATE_HINT}")
         begin, end = offsets
         expected = math.prod(shape) * _ALLOWED_DTYPES[info["dtype"]]
         if not (0 <= begin <= end <= body) or end - begin != expected:
             raise SnapshotError(
                 f"snapshot {path} is truncated or damaged: tensor {name!r} needs bytes {begin}-{end} of a "
-                f"{body}-byte body; {_UPDATE_HINT}"
+                f"{body}-byte body; {UPDATE_HINT}"
             )
     return header
 
@@ -606,32 +459,32 @@ def load_snapshot(path: str | Path, *, root: str | Path | None = None) -> Snapsh
     except ValueError:
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise SnapshotError(f"{path} is not a pytest-hemorrhage snapshot (no '{FORMAT}' metadata); {_UPDATE_HINT}")
+        raise SnapshotError(f"{path} is not a pytest-hemorrhage snapshot (no '{FORMAT}' metadata); {UPDATE_HINT}")
     version = meta.get("version")
     if version != FORMAT_VERSION:
         raise SnapshotError(
             f"snapshot {path} has format version {version!r}; this pytest-hemorrhage reads version "
-            f"{FORMAT_VERSION}. Install the version that wrote it, or {_UPDATE_HINT}."
+            f"{FORMAT_VERSION}. Install the version that wrote it, or {UPDATE_HINT}."
         )
     try:
         tensors = load(data)
     except Exception as exc:  # safetensors raises its own error types
-        raise SnapshotError(f"snapshot {path} cannot be read ({exc}); {_UPDATE_HINT}") from None
+        raise SnapshotError(f"snapshot {path} cannot be read ({exc}); {UPDATE_HINT}") from None
     missing = [k for k in _REQUIRED if k not in tensors]
     if missing:
-        raise SnapshotError(f"snapshot {path} lacks tensors {missing}; {_UPDATE_HINT}")
+        raise SnapshotError(f"snapshot {path} lacks tensors {missing}; {UPDATE_HINT}")
     if _content_sha256(tensors) != meta.get("content_sha256"):
         raise SnapshotError(
             f"snapshot {path} was modified after it was written (content hash mismatch); "
-            f"restore it from version control or {_UPDATE_HINT}"
+            f"restore it from version control or {UPDATE_HINT}"
         )
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
-            raise SnapshotError(f"snapshot {path}: tensor {name!r} holds NaN or Inf values; {_UPDATE_HINT}")
+            raise SnapshotError(f"snapshot {path}: tensor {name!r} holds NaN or Inf values; {UPDATE_HINT}")
     lengths = tensors["lengths"]
     if int(lengths.long().sum()) != tensors["tokens"].numel() or int((lengths.long() - 1).sum()) != tensors[
             "target_logp"].numel():
-        raise SnapshotError(f"snapshot {path}: token counts do not add up; {_UPDATE_HINT}")
+        raise SnapshotError(f"snapshot {path}: token counts do not add up; {UPDATE_HINT}")
     return Snapshot(meta=meta, tensors=tensors, path=path)
 
 

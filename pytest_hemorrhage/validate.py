@@ -5,12 +5,16 @@ Each check raises an error whose message names the cause and the fix; none modif
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import HemorrhageError, InvalidArgument
 from .probes import Probes, as_probes, tokenizer_for
 
-__all__ = ["check_tokenizers", "check_context_length", "check_token_ids", "context_limit", "is_out_of_memory"]
+__all__ = ["check_tokenizers", "check_context_length", "check_token_ids", "context_limit", "is_out_of_memory",
+           "tokenizer_sha256", "TokenizerRecord"]
 
 # Config attributes that hold the number of positions a model was built for, in the order tried.
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
@@ -18,6 +22,31 @@ _OOM_PHRASES = ("out of memory", "can't allocate memory")
 
 
 # ---------------------------------------------------------------------- tokenizers
+def tokenizer_sha256(tokenizer: Any) -> str | None:
+    """sha256 of the tokenizer's full definition (vocabulary, merges, normaliser), or None."""
+    if tokenizer is None:
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        text = backend.to_str()
+    elif hasattr(tokenizer, "get_vocab"):
+        text = json.dumps(sorted(tokenizer.get_vocab().items()))
+    else:
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenizerRecord:
+    """The tokenizer a recorded baseline was made with: only its hash is left (None when it was not known).
+
+    A recording (a :class:`~pytest_hemorrhage.snapshot.Snapshot`) carries one as ``tokenizer_record``.
+    """
+
+    sha256: str | None
+    where: str
+
+
 def _vocab(tokenizer: Any) -> dict[str, int] | None:
     get_vocab = getattr(tokenizer, "get_vocab", None)
     return dict(get_vocab()) if callable(get_vocab) else None
@@ -42,23 +71,21 @@ def check_tokenizers(baseline: Any, candidate: Any, probes: Any = None) -> None:
     Tokenizers are those registered with :func:`~pytest_hemorrhage.probes.register_tokenizer`
     for ``baseline`` and ``candidate``, and ``probes.tokenizer`` when the probes carry one.
     Vocabularies (``get_vocab()``) are compared pairwise; a pair with an unknown side is skipped.
-    A :class:`~pytest_hemorrhage.snapshot.Snapshot` baseline is checked through the tokenizer hash
-    it was recorded with.
+    A recorded baseline (one with a ``tokenizer_record``, such as a
+    :class:`~pytest_hemorrhage.snapshot.Snapshot`) is checked through the tokenizer hash it was
+    recorded with.
     """
-    from .snapshot import Snapshot, tokenizer_sha256
-
     cand_tok = tokenizer_for(candidate)
     probe_tok = getattr(probes, "tokenizer", None)
     fix = ("Compare models that share one tokenizer and build the probes with it; if a registration is "
            "wrong, fix it with register_tokenizer(model, tokenizer).")
-    if isinstance(baseline, Snapshot):
-        recorded = baseline.meta.get("tokenizer_sha256")
+    record = getattr(baseline, "tokenizer_record", None)
+    if isinstance(record, TokenizerRecord):
         for role, tok in (("candidate", cand_tok), ("probes", probe_tok)):
             current = tokenizer_sha256(tok)
-            if recorded is not None and current is not None and current != recorded:
-                where = f" {baseline.path}" if baseline.path else ""
+            if record.sha256 is not None and current is not None and current != record.sha256:
                 raise HemorrhageError(
-                    f"tokenizer mismatch: the snapshot{where} was recorded with tokenizer {recorded[:12]}, the "
+                    f"tokenizer mismatch: {record.where} was recorded with tokenizer {record.sha256[:12]}, the "
                     f"{role} tokenizer is {current[:12]}. {fix} If the baseline's tokenizer changed on "
                     "purpose, rerun with --hemorrhage-update to re-record the snapshot."
                 )

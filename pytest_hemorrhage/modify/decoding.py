@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -18,7 +18,8 @@ from torch import nn
 from ..arguments import flag, integer, must_be, number
 from ._common import Modification, logits_of
 
-__all__ = ["DecodingConfig", "DecodedModel", "effective_log_probs", "generate_greedy", "apply_repetition_penalty"]
+__all__ = ["DecodingConfig", "DecodedModel", "effective_log_probs", "generate_greedy", "apply_repetition_penalty",
+           "penalise_seen", "seen_tokens", "unwrap_decoding"]
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,49 @@ class DecodingConfig(Modification):
                 value += 1.0 / self.top_k
         return value
 
+    def model_scores(self, logits: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """Float32 scores of the model's own next-token distribution under this config's repetition penalty.
+
+        ``logits``: ``[T, V]`` along one sequence whose position ``t`` has seen ``prefix[: t + 1]``.
+        """
+        scores = logits.float()
+        if self.repetition_penalty == 1.0:
+            return scores
+        return penalise_seen(scores, seen_tokens(prefix, scores.shape[-1]), self.repetition_penalty)
+
+    def drawn_from(self, scores: torch.Tensor) -> torch.Tensor:
+        """The distribution the next token is drawn from, given :meth:`model_scores`.
+
+        Sampling draws from the sampler's distribution (temperature, top-k, top-p). Greedy decoding
+        draws from a one-hot, whose KL is infinite for every changed argmax: greedy sides are compared
+        on the model's distribution (``scores`` as they are) and judged by top-1 agreement.
+        """
+        if not self.do_sample:
+            return scores
+        return effective_log_probs(scores, replace(self, repetition_penalty=1.0))
+
+
+def seen_tokens(prefix: torch.Tensor, vocab: int) -> torch.Tensor:
+    """``[T, V]`` booleans: whether token ``v`` occurs in ``prefix[: t + 1]`` (what a repetition penalty sees)."""
+    onehot = torch.zeros(prefix.shape[0], vocab, dtype=torch.bool, device=prefix.device)
+    onehot[torch.arange(prefix.shape[0], device=prefix.device), prefix.clamp(0, vocab - 1)] = True
+    return onehot.cummax(dim=0).values
+
+
+def penalise_seen(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """The repetition penalty, Hugging Face convention: where ``seen``, positive scores are divided by
+    ``penalty`` and negative ones multiplied by it."""
+    if penalty == 1.0:
+        return scores
+    return torch.where(seen, torch.where(scores > 0, scores / penalty, scores * penalty), scores)
+
 
 def apply_repetition_penalty(logits: torch.Tensor, prev_tokens: torch.Tensor, penalty: float) -> torch.Tensor:
-    """HF convention: logits of seen tokens are divided by ``penalty`` if positive, multiplied if negative."""
+    """:func:`penalise_seen` on the tokens of ``prev_tokens`` ``[..., T]`` (``logits``: ``[..., V]``)."""
     if penalty == 1.0 or prev_tokens.shape[-1] == 0:
         return logits
-    vocab = logits.shape[-1]
-    flat = logits.reshape(-1, vocab).clone()
-    tokens = prev_tokens.reshape(-1, prev_tokens.shape[-1]).long()
-    seen = torch.gather(flat, 1, tokens)
-    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
-    flat.scatter_(1, tokens, seen)
-    return flat.reshape(logits.shape)
+    seen = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    return penalise_seen(logits, seen.scatter_(-1, prev_tokens.long(), True), penalty)
 
 
 def _check_inputs(logits: Any, config: Any, prev_tokens: Any) -> None:
@@ -216,3 +248,10 @@ class DecodedModel:
             return torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
 
         return _decode(self.model, input_ids, max_new_tokens, choose)
+
+
+def unwrap_decoding(model: Any) -> tuple[Any, DecodingConfig | None]:
+    """``(model, DecodingConfig)`` for a :class:`DecodedModel`, ``(model, None)`` otherwise."""
+    if isinstance(model, DecodedModel):
+        return model.model, model.config
+    return model, None

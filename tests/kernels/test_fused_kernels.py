@@ -18,7 +18,7 @@ import torch
 from pytest_hemorrhage.metrics import fused
 from pytest_hemorrhage.metrics.activations import activation_sums
 from pytest_hemorrhage.modify import quantize
-from pytest_hemorrhage.snapshot import _projection, _signs, sign_keys, sketch_tokens
+from pytest_hemorrhage.snapshot import sign_keys, sketch_projection, sketch_signs, sketch_tokens
 from tiny_models import assert_reports_agree, fused_and_plain_reports, tiny_llama
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
@@ -147,7 +147,7 @@ def test_sketch_rows_match_the_snapshot_signs_and_projection(interpreted, dtype,
     units, lengths = [4, 11], [9, 6]  # the second probe is right-padded
     rows = torch.cat([torch.arange(n) + r * width for r, n in enumerate(lengths)])
     keys = sign_keys(7, units, lengths, torch.device("cpu"))
-    proj = _projection(7, dim, hidden, torch.device("cpu"))
+    proj = sketch_projection(7, dim, hidden, torch.device("cpu"))
     flat, rows, keys, proj_on = _on(h.flatten(1, 2), rows, keys, proj)
     # Per layer: separate tensors, as the blocks' outputs arrive, read through a table of offsets;
     # layers laid out differently (a slice of a wider tensor, or not 16-byte aligned) are stacked instead.
@@ -163,7 +163,7 @@ def test_sketch_rows_match_the_snapshot_signs_and_projection(interpreted, dtype,
     y, norms = (t.cpu() for t in interpreted.sketch_rows(source, rows, keys, proj_on))
     rows = rows.cpu()
     selected = h.flatten(1, 2)[:, rows].double()
-    signs = torch.cat([_signs(7, u, n, hidden, torch.device("cpu")) for u, n in zip(units, lengths)]).double()
+    signs = torch.cat([sketch_signs(7, u, n, hidden, torch.device("cpu")) for u, n in zip(units, lengths)]).double()
     expected = (selected * signs) @ proj.double().T
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(norms.double(), selected.norm(dim=-1), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,61 @@
+"""From what a user passed to the two sources of a comparison, checked as a pair.
+
+A baseline may be a model, a :class:`~pytest_hemorrhage.modify.DecodedModel` or a
+:class:`~pytest_hemorrhage.snapshot.Snapshot`; a candidate a model or a DecodedModel; either
+may be an object that is already a :class:`~pytest_hemorrhage.sources.Source`. This is the one
+place that tells the kinds apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..errors import InvalidArgument
+from ..modify.decoding import unwrap_decoding
+from ..probes import Probes
+from ..snapshot import Snapshot
+from ..validate import check_tokenizers
+from . import Source
+from .module import ModuleSource
+from .snapshot import SnapshotSource
+
+__all__ = ["pair_sources", "live_model"]
+
+
+def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "auto", output: str = "auto",
+                 generation: int = 0) -> tuple[Source, Source, Probes]:
+    """``(baseline source, candidate source, probe set)``, after every check of the inputs.
+
+    Checks, in order: the kinds of both sides, the pair (not one object twice, no shared storage;
+    a snapshot takes neither decoding settings nor ``generation``), the tokenizers, the probes
+    (resolved by the baseline side), and whether each side can run them.
+    """
+    base = _source(baseline, "baseline", layers, output)
+    cand = base.paired_with(_source(candidate, "candidate", layers, output), generation)
+    check_tokenizers(base.origin, cand.origin, probes)
+    probe_set = base.probes_for(probes)
+    for source in (base, cand):
+        source.check(probe_set)
+    return base, cand, probe_set
+
+
+def _source(side: Any, role: str, layers: Any, output: str) -> Source:
+    model, decoding = unwrap_decoding(side)
+    if isinstance(model, nn.Module):
+        return ModuleSource(model, role, layers, output, decoding, described=side)
+    if role == "baseline" and isinstance(model, Snapshot):
+        source = SnapshotSource(model)
+        source.decoding = decoding
+        return source
+    if all(callable(getattr(side, method, None)) for method in ("observe", "opened")):
+        return side  # already a source (a runtime of its own)
+    expected = "a torch.nn.Module or a Snapshot (load_snapshot)" if role == "baseline" else "a torch.nn.Module"
+    raise InvalidArgument(f"{role}: expected {expected}, got {type(model).__name__}")
+
+
+def live_model(side: Any) -> nn.Module | None:
+    """The torch model behind ``side`` (a model or a DecodedModel), or None for a recording."""
+    model, _ = unwrap_decoding(side)
+    return model if isinstance(model, nn.Module) else None
