@@ -6,7 +6,7 @@ same way, so a failure explains itself identically wherever it is seen.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from .diagnose import diagnose
 from .engine import compare
@@ -15,7 +15,6 @@ from .mitigate.suggest import suggest as run_suggest
 from .render.text import thresholds_to_loosen
 from .report import Report
 from .sources.pairing import live_model
-from .thresholds import Thresholds
 
 __all__ = ["assert_no_hemorrhage", "explain", "run_check"]
 
@@ -45,48 +44,32 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
     return report
 
 
-def run_check(
-    baseline: Any,
-    candidate: Any,
-    probes: Any = None,
-    *,
-    thresholds: Thresholds | Mapping[str, Any] | None = None,
-    layers: Any = "auto",
-    suggest: bool = True,
-    **kwargs: Any,
-) -> Report:
+def run_check(baseline: Any, candidate: Any, probes: Any = None, *, suggest: bool = True, **kwargs: Any) -> Report:
     """Compare and, when the check does not pass, explain why (diagnosis, verified mitigations).
 
     Never raises on a failing verdict: front ends decide how to fail (an AssertionError in the
     library and pytest, an exit code in the command line). Keyword arguments are those of
-    :func:`~pytest_hemorrhage.engine.compare`, threshold overrides included; ``batch_size`` and
-    ``device`` are used again when mitigations are re-measured.
+    :func:`~pytest_hemorrhage.engine.compare` (``thresholds``, ``layers``, ``batch_size``,
+    ``device`` ...), threshold overrides included; ``layers``, ``batch_size`` and ``device`` are used
+    again when mitigations are re-measured. ``suggest=False`` skips the mitigations (faster).
     """
-    report = compare(baseline, candidate, probes, thresholds=thresholds, layers=layers, **kwargs)
+    report = compare(baseline, candidate, probes, **kwargs)
     if not report.passed:
-        rerun = {k: kwargs[k] for k in ("batch_size", "device") if k in kwargs}
-        explain(report, baseline, candidate, probes, suggest=suggest, layers=layers, **rerun)
+        rerun = {k: kwargs[k] for k in ("layers", "batch_size", "device") if k in kwargs}
+        rerun.setdefault("layers", "auto")
+        explain(report, baseline, candidate, probes, suggest=suggest, **rerun)
     return report
 
 
-def assert_no_hemorrhage(
-    baseline: Any,
-    candidate: Any,
-    probes: Any = None,
-    *,
-    thresholds: Thresholds | Mapping[str, Any] | None = None,
-    layers: Any = "auto",
-    suggest: bool = True,
-    **kwargs: Any,
-) -> Report:
+def assert_no_hemorrhage(baseline: Any, candidate: Any, probes: Any = None, **kwargs: Any) -> Report:
     """Compare and raise :class:`HemorrhageDetected` (an AssertionError) unless the check passes.
 
-    Keyword arguments are those of :func:`compare`, threshold overrides included. On failure the
-    message names the vulnerability pattern found and, unless ``suggest=False`` (faster), the
-    best mitigation that was tried on copies and re-measured. Returns the report when it passes.
+    Keyword arguments are those of :func:`run_check`: :func:`~pytest_hemorrhage.engine.compare`'s,
+    threshold overrides included (``max_kl=0.01``), and ``suggest``. On failure the message names
+    the vulnerability pattern found and, unless ``suggest=False`` (faster), the best mitigation
+    that was tried on copies and re-measured. Returns the report when it passes.
     """
-    report = run_check(baseline, candidate, probes, thresholds=thresholds, layers=layers, suggest=suggest,
-                       **kwargs)
+    report = run_check(baseline, candidate, probes, **kwargs)
     if not report.passed:
         raise HemorrhageDetected(report.to_text(_accept_advice(report)), report)
     return report
