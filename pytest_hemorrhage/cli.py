@@ -15,6 +15,7 @@ Exit codes: 0 passed, 1 hemorrhage detected (or inconclusive, unless allowed; fo
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,28 @@ from .sweep import MODIFY_SHORTCUTS
 from .thresholds import Thresholds, option_name
 
 EXIT_PASSED, EXIT_HEMORRHAGE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that remembers its option names, so that a misspelt one names its fix."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.option_names: list[str] = []  # before the base class adds --help
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, "_Parser"] = {}
+
+    def add_argument(self, *names: Any, **kwargs: Any) -> Any:
+        self.option_names.extend(n for n in names if isinstance(n, str) and n.startswith("-"))
+        return super().add_argument(*names, **kwargs)
+
+    def refuse_unknown(self, extras: Sequence[str]) -> None:
+        """Exit 2 naming each unrecognized argument and, for an option, the closest known one."""
+        named = []
+        for extra in extras:
+            option = extra.split("=", 1)[0]
+            close = difflib.get_close_matches(option, self.option_names, n=1) if option.startswith("--") else []
+            named.append(f"{extra} (did you mean {close[0]}?)" if close else extra)
+        self.error(f"unrecognized arguments: {' '.join(named)}")
 
 
 def _add_progress(parser: argparse.ArgumentParser) -> None:
@@ -67,8 +90,8 @@ def _strengths(text: str) -> list[float]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hemorrhage", description="Prove a modified model has not lost quality.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="hemorrhage", description="Prove a modified model has not lost quality.")
+    sub = parser.add_subparsers(dest="command", required=True)  # sub-commands are _Parser too
     snap = sub.add_parser("snapshot", help="record a baseline snapshot of a model folder on the built-in probes")
     snap.add_argument("model", help="a Hugging Face model folder (save_pretrained output, with its tokenizer)")
     snap.add_argument("--out", required=True, metavar="FILE", help="snapshot file to write (.safetensors)")
@@ -108,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--plot", dest="plot_path", metavar="PATH", help="write the plot here (.png, .svg, .pdf)")
     _add_progress(sw)
     _add_threshold_options(sw)
+    parser.commands = {"snapshot": snap, "compare": cmp_, "sweep": sw}
     return parser
 
 
@@ -252,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hemorrhage`` console script."""
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            parser.commands[args.command].refuse_unknown(extras)
     except SystemExit as exc:  # argparse exits 2 on usage errors already; keep 0 for --help
         return int(exc.code or 0)
     try:

@@ -128,7 +128,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     try:
         _item_thresholds(item)
     except InvalidArgument as exc:
-        pytest.fail(f"{item.nodeid}: {exc}", pytrace=False)
+        problem = f"{item.nodeid}: {exc}"
+    else:
+        return
+    # Failed outside the except block: pytest would otherwise print the message twice, the second
+    # time after "During handling of the above exception, another exception occurred".
+    pytest.fail(problem, pytrace=False)
 
 
 class HemorrhageFixture:

@@ -10,6 +10,7 @@ only gather the raw values). Every error names where the bad value came from
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -101,8 +102,8 @@ class Thresholds:
         unknown = sorted(set(values) - known)
         if unknown:
             raise InvalidArgument(
-                f"{source}: unknown threshold key(s) {', '.join(unknown)}; "
-                f"known keys: {', '.join(sorted(known))}"
+                f"{source}: unknown threshold key{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(_with_suggestion(key, known) for key in unknown)}; known keys: {', '.join(sorted(known))}"
             )
         parsed = {k: _parse_value(k, v, source) for k, v in values.items()}
         try:
@@ -153,6 +154,12 @@ class Thresholds:
 def option_name(key: str, prefix: str = "--hemorrhage-") -> str:
     """The command-line option of threshold ``key``: ``max_kl`` -> ``--hemorrhage-max-kl``."""
     return prefix + key.replace("_", "-")
+
+
+def _with_suggestion(key: str, known: set[str]) -> str:
+    """``key``, followed by the closest known key when one is close: a typo names its fix."""
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f"{key} (did you mean {close[0]}?)" if close else key
 
 
 def _check_number(name: str, value: Any, low: float, high: float, source: str) -> None:

@@ -23,7 +23,8 @@ def test_precedence_marker_over_cli_over_ini():
 @pytest.mark.parametrize(
     "source, values, pattern",
     [
-        ("marker", {"max_kll": 0.1}, r"@pytest.mark.hemorrhage: unknown threshold key\(s\) max_kll"),
+        # "key(s)" became "key" for a single unknown key, followed by the closest known key.
+        ("marker", {"max_kll": 0.1}, r"@pytest.mark.hemorrhage: unknown threshold key max_kll \(did you mean max_kl\?\)"),
         ("marker", {"max_kl": -1}, r"@pytest.mark.hemorrhage: max_kl=-1 is outside"),
         ("marker", {"min_top1_agreement": 1.5}, r"@pytest.mark.hemorrhage: min_top1_agreement=1.5 is outside"),
         ("marker", {"max_kl": "abc"}, r"@pytest.mark.hemorrhage: max_kl must be a number"),
@@ -76,3 +77,26 @@ def test_closest_marker_wins_per_key_over_base():
     t = Thresholds.resolve(marker=[{"max_kl": 0.2, "confidence": 0.9}, {"max_kl": 0.1}], base=base)
     assert (t.max_kl, t.confidence, t.max_ppl_ratio) == (0.1, 0.9, 1.5)
     assert t.min_top1_agreement == Thresholds().min_top1_agreement
+
+
+@pytest.mark.parametrize(
+    "source, values, prefix",
+    [
+        ("marker", {"min_top1_agreemnt": 0.95}, "@pytest.mark.hemorrhage: "),
+        ("cli", {"min_top1_agreemnt": "0.95"}, "command line option --hemorrhage-min-top1-agreemnt: "),
+        ("ini", {"min_top1_agreemnt": "0.95"}, "hemorrhage_min_top1_agreemnt in the ini file: "),
+    ],
+)
+def test_a_misspelt_key_names_the_key_it_resembles(source, values, prefix):
+    with pytest.raises(InvalidArgument) as caught:
+        Thresholds.resolve(**{source: values})
+    assert str(caught.value).startswith(
+        prefix + "unknown threshold key min_top1_agreemnt (did you mean min_top1_agreement?); known keys: "
+    )
+
+
+def test_keys_unlike_any_known_key_get_no_guess_and_several_are_listed():
+    with pytest.raises(InvalidArgument) as caught:
+        Thresholds().merged({"zzz": 1, "max_kll": 0.1}, source="here")
+    assert str(caught.value).startswith("here: unknown threshold keys max_kll (did you mean max_kl?), zzz; known keys:")
+

@@ -28,7 +28,9 @@ def _state(path) -> tuple[bytes, int, int]:
 @pytest.mark.parametrize(
     "marker_args, expected",
     [
-        ("min_top1=0.9", "unknown threshold key(s) min_top1; known keys: confidence, inconclusive_fails, max_flip_rate"),
+        # "key(s)" became "key" for a single unknown key, which is followed by the closest known key.
+        ("min_top1=0.9", "unknown threshold key min_top1 (did you mean min_top1_agreement?); known keys: confidence, "
+                         "inconclusive_fails, max_flip_rate"),
         ("max_kl=[0.1]", "max_kl must be a number, got [0.1]"),
         ("max_kl=float('nan')", "max_kl must be a number, got nan"),
         ("min_top1_agreement=1.5", "min_top1_agreement=1.5 is outside the allowed range [0.0, 1.0]"),
@@ -52,6 +54,31 @@ def test_bad_marker_key_or_value_fails_at_setup(pytester: pytest.Pytester, inner
     result.stdout.fnmatch_lines(["*ERROR at setup of TestGroup.test_bad*"])
     assert f"test_inner.py::TestGroup::test_bad: @pytest.mark.hemorrhage: {expected}" in result.stdout.str()
     result.stdout.no_fnmatch_line("*the test body must not run*")
+
+
+def test_a_misspelt_key_is_named_once_with_the_key_it_resembles(pytester: pytest.Pytester, inner) -> None:
+    inner(
+        """
+        from pytest_hemorrhage import assert_no_hemorrhage
+
+        @pytest.mark.hemorrhage(min_top1_agreemnt=0.95)
+        def test_marker(hemorrhage):
+            raise RuntimeError("the test body must not run")
+
+        def test_keyword():
+            assert_no_hemorrhage(MODEL, copy.deepcopy(MODEL), PROBES, min_top1_agreemnt=0.95)
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1, failed=1)
+    out = result.stdout.str()
+    typo = "unknown threshold key min_top1_agreemnt (did you mean min_top1_agreement?)"
+    assert f"test_inner.py::test_marker: @pytest.mark.hemorrhage: {typo}" in out
+    assert f"keyword arguments: {typo}" in out
+    # Each message once per test: no second copy after a chained exception.
+    assert "During handling of the above exception" not in out
+    errors = out[out.index("= ERRORS ="):out.index("= FAILURES =")]
+    assert errors.count(typo) == 1
 
 
 def test_bad_ini_value_is_reported_even_when_the_command_line_overrides_it(pytester: pytest.Pytester, inner) -> None:
