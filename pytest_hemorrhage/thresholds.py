@@ -166,7 +166,9 @@ def _check_number(name: str, value: Any, low: float, high: float, source: str) -
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise InvalidArgument(f"{source}: {name} must be a number, got {value!r}")
     if not (low <= value <= high):
-        raise InvalidArgument(f"{source}: {name}={value!r} is outside the allowed range [{low}, {high}]")
+        # A fraction written as a percentage (95 for 0.95) is the likely slip on a [0, 1] key.
+        hint = f" (did you mean {value / 100:g}?)" if (low, high) == (0.0, 1.0) and 1 < value <= 100 else ""
+        raise InvalidArgument(f"{source}: {name}={value!r} is outside the allowed range [{low}, {high}]{hint}")
 
 
 def _parse_value(key: str, value: Any, source: str) -> Any:
@@ -181,6 +183,13 @@ def _parse_value(key: str, value: Any, source: str) -> Any:
             raise InvalidArgument(f"{source}: {key} must be true or false, got {value!r}")
         if text in ("none", "off", "") and key in THRESHOLD_SPECS:
             return None
+        if text.endswith("%"):
+            try:
+                fraction = float(text[:-1]) / 100
+            except ValueError:
+                fraction = None
+            if fraction is not None:
+                raise InvalidArgument(f"{source}: {key} must be a number, not a percentage: {fraction:g}")
         try:
             return float(text)
         except ValueError:

@@ -73,9 +73,15 @@ def test_a_failure_explains_itself_with_a_verified_fix(model_dirs, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["compare", "/nonexistent", "/nonexistent"], "not a Hugging Face model folder"),
     (["compare", "BASE", "BASE", "--max-kl", "abc"], "max_kl must be a number"),
+    # The command's own option names, never pytest's, and the number to write instead.
+    (["compare", "BASE", "BASE", "--max-kl", "2%"],
+     "hemorrhage: error: command line option --max-kl: max_kl must be a number, not a percentage: 0.02"),
     (["compare", "BASE", "BASE", "--min-top1-agreemnt", "0.9"],
      "unrecognized arguments: --min-top1-agreemnt (did you mean --min-top1-agreement?) 0.9"),
     (["sweep", "--modify", "bits", "--strengths", "8", "--probs", "3"], "unrecognized arguments: --probs (did you mean --probes?)"),
+    (["compare", "BASE", "BASE", "--min-top1-agreement", "95"],
+     "command line option --min-top1-agreement: min_top1_agreement=95.0 is outside the allowed range [0.0, 1.0] "
+     "(did you mean 0.95?)"),
 ])
 def test_input_errors_exit_2(model_dirs, capsys, argv, message):
     argv = [model_dirs["base"] if a == "BASE" else a for a in argv]

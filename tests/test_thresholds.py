@@ -100,3 +100,26 @@ def test_keys_unlike_any_known_key_get_no_guess_and_several_are_listed():
         Thresholds().merged({"zzz": 1, "max_kll": 0.1}, source="here")
     assert str(caught.value).startswith("here: unknown threshold keys max_kll (did you mean max_kl?), zzz; known keys:")
 
+
+@pytest.mark.parametrize("value, hint", [(95, "0.95"), (100, "1"), (1.5, "0.015"), ("93", "0.93")])
+def test_a_percentage_for_a_fraction_hints_at_the_fraction(value, hint):
+    with pytest.raises(InvalidArgument, match=rf"min_top1_agreement=.* is outside the allowed range \[0.0, 1.0\] "
+                                              rf"\(did you mean {hint}\?\)$"):
+        Thresholds.resolve(marker={"min_top1_agreement": value} if not isinstance(value, str) else {},
+                           ini={"min_top1_agreement": value} if isinstance(value, str) else None)
+
+
+@pytest.mark.parametrize("key, value", [("min_top1_agreement", 101), ("min_top1_agreement", -5), ("max_kl", -1),
+                                        ("min_output_cosine", 2)])
+def test_no_percentage_hint_outside_a_fraction_range_or_beyond_100(key, value):
+    with pytest.raises(InvalidArgument, match="is outside the allowed range") as caught:
+        Thresholds().replace(**{key: value})
+    assert "did you mean" not in str(caught.value)
+
+
+def test_a_value_written_as_a_percentage_is_refused_with_the_number_to_write():
+    with pytest.raises(InvalidArgument) as caught:
+        Thresholds.resolve(cli={"max_kl": "2%"}, option_prefix="--")
+    assert str(caught.value) == "command line option --max-kl: max_kl must be a number, not a percentage: 0.02"
+    with pytest.raises(InvalidArgument, match="must be a number .*got 'abc%'"):  # not a number at all
+        Thresholds.resolve(cli={"max_kl": "abc%"})

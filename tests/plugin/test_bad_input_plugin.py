@@ -67,14 +67,20 @@ def test_a_misspelt_key_is_named_once_with_the_key_it_resembles(pytester: pytest
 
         def test_keyword():
             assert_no_hemorrhage(MODEL, copy.deepcopy(MODEL), PROBES, min_top1_agreemnt=0.95)
+
+        @pytest.mark.hemorrhage(min_top1_agreement=95)
+        def test_percentage(hemorrhage):
+            raise RuntimeError("the test body must not run")
         """
     )
     result = pytester.runpytest()
-    result.assert_outcomes(errors=1, failed=1)
+    result.assert_outcomes(errors=2, failed=1)
     out = result.stdout.str()
     typo = "unknown threshold key min_top1_agreemnt (did you mean min_top1_agreement?)"
     assert f"test_inner.py::test_marker: @pytest.mark.hemorrhage: {typo}" in out
     assert f"keyword arguments: {typo}" in out
+    assert "test_inner.py::test_percentage: @pytest.mark.hemorrhage: min_top1_agreement=95 is outside the allowed " \
+           "range [0.0, 1.0] (did you mean 0.95?)" in out
     # Each message once per test: no second copy after a chained exception.
     assert "During handling of the above exception" not in out
     errors = out[out.index("= ERRORS ="):out.index("= FAILURES =")]
