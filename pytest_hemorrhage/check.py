@@ -11,6 +11,8 @@ from typing import Any
 from .diagnose import diagnose
 from .engine import compare
 from .errors import HemorrhageDetected
+from .mitigate.registry import MITIGATIONS
+from .mitigate.suggest import not_applicable
 from .mitigate.suggest import suggest as run_suggest
 from .render.text import thresholds_to_loosen
 from .report import Report
@@ -25,7 +27,8 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
 
     Fills ``report.patterns`` (:func:`pytest_hemorrhage.diagnose.diagnose`) and, when ``suggest``
     is true, ``report.suggestions`` and the one-line ``report.suggestion`` with the best
-    mitigation tried (:func:`pytest_hemorrhage.mitigate.suggest.suggest`). ``compare_kwargs``
+    mitigation tried (:func:`pytest_hemorrhage.mitigate.suggest.suggest`), or, when none was
+    found, why each one does not apply. ``compare_kwargs``
     (``batch_size``, ``device``, ``layers`` ...) are used when re-measuring. Returns ``report``.
     """
     base_model, cand_model = live_model(baseline), live_model(candidate)
@@ -41,7 +44,18 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
             best = found[0]
             report.suggestion = ("verified fix: " if best.passed else "best mitigation tried (still fails): ") + \
                 best.describe()
+        else:
+            report.suggestion = _why_none(baseline, candidate)
     return report
+
+
+def _why_none(baseline: Any, candidate: Any) -> str:
+    """The line that replaces a suggestion when none was found: why each mitigation gave none."""
+    reasons = not_applicable(baseline, candidate)
+    # A mitigation that applies but found no result failed while it was tried; its warning says how.
+    failed = {name: "failed while it was tried (see its warning)" for name in MITIGATIONS if name not in reasons}
+    opening = "no mitigation could be verified: " if failed else "no mitigation applies: "
+    return opening + "; ".join(f"{name}: {why}" for name, why in {**reasons, **failed}.items())
 
 
 def run_check(baseline: Any, candidate: Any, probes: Any = None, *, suggest: bool = True, **kwargs: Any) -> Report:

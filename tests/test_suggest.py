@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -187,3 +188,46 @@ def test_register_checks_the_protocol_and_names():
     with pytest.raises(InvalidArgument, match="registered mitigation"):
         unregister("magic")
     assert list(MITIGATIONS) == ["gradient_pruning", "dynamic_scaling", "decoding_calibration", "fallback"]
+
+
+def _dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` through ``torch.ao.quantization.quantize_dynamic`` (int8 linears)."""
+    with warnings.catch_warnings():  # torch's deprecation notices for torch.ao and quantized tensors
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def test_when_no_mitigation_applies_the_failure_says_why_for_each(pair):
+    base, cand = pair
+    # Every nn.Linear swapped for a quantized module: no built-in mitigation can prune, rescale,
+    # refit or restore it.
+    dynamic = _dynamic_int8(cand)
+    reasons = not_applicable(base, dynamic)
+    assert set(reasons) == set(MITIGATIONS)  # the premise: none applies
+    with pytest.raises(HemorrhageDetected) as info:
+        ph.assert_no_hemorrhage(base, dynamic, _probes())
+    report = info.value.report
+    assert report.suggestions == []
+    expected = "no mitigation applies: " + "; ".join(f"{name}: {why}" for name, why in reasons.items())
+    assert report.suggestion == expected
+    assert expected in str(info.value).splitlines()
+    assert "not a model from quantize" in reasons["dynamic_scaling"]
+    assert ph.Report.from_dict(report.to_dict()).suggestion == expected  # kept in the JSON report
+
+
+def test_a_mitigation_that_applies_but_breaks_is_named_apart_from_those_that_do_not_apply(pair):
+    base, cand = pair
+
+    def broken(baseline, candidate, calibration, thresholds, probes=None):
+        raise InvalidArgument("broken: cannot mitigate")
+
+    register(SimpleMitigator("always_breaks", lambda baseline, candidate: Applies.yes(), broken))
+    try:
+        dynamic = _dynamic_int8(cand)
+        report = ph.compare(base, dynamic, _probes())
+        with pytest.warns(UserWarning, match="mitigation always_breaks was not verified: broken: cannot mitigate"):
+            ph.explain(report, base, dynamic, _probes())
+    finally:
+        unregister("always_breaks")
+    assert report.suggestion.startswith("no mitigation could be verified: gradient_pruning: ")
+    assert report.suggestion.endswith("; always_breaks: failed while it was tried (see its warning)")
