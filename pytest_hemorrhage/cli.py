@@ -135,16 +135,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_model_dir(path: str, role: str) -> Any:
-    from transformers import AutoModelForCausalLM
-
+def _check_model_dir(path: str, role: str) -> None:
+    """Refuse ``path`` as a model folder, with the cause, before any weights load."""
     folder = Path(path)
-    if not folder.is_dir() or not (folder / "config.json").is_file():
+    if not folder.exists():
+        raise HemorrhageError(f"{role}: {path} does not exist; give the folder model.save_pretrained(folder) wrote")
+    if not folder.is_dir():
+        raise HemorrhageError(
+            f"{role}: {path} is a file, not a Hugging Face model folder; give the folder "
+            "model.save_pretrained(folder) wrote"
+        )
+    if not (folder / "config.json").is_file():
         raise HemorrhageError(
             f"{role}: {path} is not a Hugging Face model folder (no config.json); save one with "
             "model.save_pretrained(folder)"
         )
-    return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+
+
+def _check_compare_paths(baseline: str, candidate: str) -> None:
+    """Refuse missing paths and arguments in the wrong order before any weights load."""
+    if not Path(baseline).exists():
+        raise HemorrhageError(
+            f"baseline: {baseline} does not exist; give a snapshot file (hemorrhage snapshot ... --out FILE) "
+            "or a Hugging Face model folder"
+        )
+    if Path(candidate).is_file():
+        order = "hemorrhage compare SNAPSHOT_OR_BASELINE CANDIDATE"
+        if Path(baseline).is_dir():
+            raise HemorrhageError(
+                f"the arguments are in the wrong order: the candidate {candidate} is a file (a snapshot) and "
+                f"the baseline {baseline} a folder; the snapshot or baseline comes first ({order}): "
+                f"hemorrhage compare {candidate} {baseline}"
+            )
+        raise HemorrhageError(
+            f"candidate: {candidate} is a file; the candidate is a Hugging Face model folder ({order})"
+        )
+    _check_model_dir(candidate, "candidate")
+    if Path(baseline).is_dir():
+        _check_model_dir(baseline, "baseline")
+
+
+def _load_model_dir(path: str, role: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    _check_model_dir(path, role)
+    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
 
 
 def _load_tokenizer(path: str, role: str = "baseline") -> Any:
@@ -190,6 +225,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     thresholds = _thresholds(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
+    _check_compare_paths(args.baseline, args.candidate)
     snapshot = None
     if Path(args.baseline).is_file():
         from .snapshot import load_snapshot

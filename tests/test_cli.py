@@ -71,7 +71,8 @@ def test_a_failure_explains_itself_with_a_verified_fix(model_dirs, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["compare", "/nonexistent", "/nonexistent"], "not a Hugging Face model folder"),
+    # A missing path is named as missing (this read "not a Hugging Face model folder (no config.json)").
+    (["compare", "/nonexistent", "/nonexistent"], "baseline: /nonexistent does not exist"),
     (["compare", "BASE", "BASE", "--max-kl", "abc"], "max_kl must be a number"),
     # The command's own option names, never pytest's, and the number to write instead.
     (["compare", "BASE", "BASE", "--max-kl", "2%"],
@@ -125,3 +126,61 @@ def test_snapshot_of_a_folder_without_tokenizer_names_the_model(tmp_path, capsys
     err = capsys.readouterr().err
     assert "model: no tokenizer in" in err and "save_pretrained" in err
     assert not (tmp_path / "s.safetensors").exists()
+
+
+@pytest.fixture
+def no_weights_load(monkeypatch):
+    """Fail the test if a model or a snapshot is loaded: path errors must come before."""
+    import transformers
+
+    import pytest_hemorrhage.snapshot
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"weights were loaded: {args}")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr(pytest_hemorrhage.snapshot, "load_snapshot", refuse)
+
+
+@pytest.fixture(scope="module")
+def snapshot_file(model_dirs, tmp_path_factory):
+    path = tmp_path_factory.mktemp("snapshots") / "base.safetensors"
+    assert main(["snapshot", model_dirs["base"], "--out", str(path), "--probes", "4", "--max-length", "16"]) == 0
+    return str(path)
+
+
+def test_a_missing_path_is_named_as_missing_before_any_weights_load(model_dirs, snapshot_file, tmp_path,
+                                                                     no_weights_load, capsys):
+    missing = str(tmp_path / "no_such_model")
+    for argv, message in [
+        ([model_dirs["base"], missing], f"candidate: {missing} does not exist"),
+        ([snapshot_file, missing], f"candidate: {missing} does not exist"),
+        ([missing, model_dirs["same"]], f"baseline: {missing} does not exist"),
+    ]:
+        assert main(["compare", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "config.json" not in err
+    assert main(["snapshot", missing, "--out", str(tmp_path / "s.safetensors")]) == 2
+    assert f"model: {missing} does not exist" in capsys.readouterr().err
+
+
+def test_arguments_in_the_wrong_order_are_refused_with_the_right_order(model_dirs, snapshot_file,
+                                                                       no_weights_load, capsys):
+    base = model_dirs["base"]
+    assert main(["compare", base, snapshot_file]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hemorrhage: error: the arguments are in the wrong order: the candidate {snapshot_file} "
+                          f"is a file (a snapshot) and the baseline {base} a folder")
+    assert "hemorrhage compare SNAPSHOT_OR_BASELINE CANDIDATE" in err
+    assert err.rstrip().endswith(f"hemorrhage compare {snapshot_file} {base}")
+    # Two snapshots: the candidate must be a model folder.
+    assert main(["compare", snapshot_file, snapshot_file]) == 2
+    assert f"candidate: {snapshot_file} is a file; the candidate is a Hugging Face model folder" in \
+        capsys.readouterr().err
+
+
+def test_a_folder_without_config_is_still_named_as_such(model_dirs, tmp_path, no_weights_load, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["compare", model_dirs["base"], str(empty)]) == 2
+    assert f"candidate: {empty} is not a Hugging Face model folder (no config.json)" in capsys.readouterr().err

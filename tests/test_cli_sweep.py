@@ -70,7 +70,8 @@ def test_default_model_is_used_without_a_folder(model_dir, monkeypatch, capsys):
     (["sweep", "MODEL", "--modify", "bits", "--strengths", "8,1"], "strengths: must be values modify='bits' works with, got 1"),
     (["sweep", "MODEL", "--modify", "sparsity", "--strengths", "0.1", "--plot", "x.gif9"], "path: must be an image file matplotlib writes"),
     (["sweep", "MODEL", "--modify", "sparsity", "--strengths", "0.1", "--max-kl", "abc"], "max_kl must be a number"),
-    (["sweep", "/nonexistent", "--modify", "sparsity", "--strengths", "0.1"], "not a Hugging Face model folder"),
+    # A missing path is named as missing (this read "not a Hugging Face model folder (no config.json)").
+    (["sweep", "/nonexistent", "--modify", "sparsity", "--strengths", "0.1"], "model: /nonexistent does not exist"),
 ])
 def test_input_errors_exit_2(model_dir, capsys, argv, message):
     argv = [model_dir if a == "MODEL" else a for a in argv]
