@@ -393,7 +393,8 @@ def test_other_errors_in_a_batch_are_not_retried(model, candidate, monkeypatch):
 
 def test_bad_thresholds_and_settings(model, candidate):
     msg = _message(InvalidArgument, ph.compare, model, candidate, random_token_ids(2, 8), max_kll=0.1)
-    assert "unknown threshold key(s) max_kll" in msg and "known keys:" in msg and "max_kl" in msg
+    # One unknown key reads "key" and names the closest known one.
+    assert "unknown threshold key max_kll (did you mean max_kl?)" in msg and "known keys:" in msg
     msg = _message(InvalidArgument, ph.compare, model, candidate, random_token_ids(2, 8), max_kl=-1)
     assert "max_kl=-1" in msg and "allowed range [0.0, inf]" in msg
     msg = _message(InvalidArgument, ph.compare, model, candidate, random_token_ids(2, 8), batch_size=0)
