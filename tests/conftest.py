@@ -67,4 +67,4 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_report_header(config):
     return ("gpu tests: deselected without a CUDA device (gpu2 ones without two); on a GPU machine run "
-            "python -m pytest -m gpu tests/test_gpu.py")
+            "python -m pytest -m \"\" tests/test_gpu.py tests/kernels")
