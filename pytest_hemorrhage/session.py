@@ -19,7 +19,7 @@ from .render.html import render_html
 from .render.junit import properties
 from .render.markdown import render_checks_markdown
 from .render.terminal import summary_line
-from .render.text import check_label, thresholds_to_loosen
+from .render.text import check_label, expected_failure_note, thresholds_to_loosen
 from .report import SCHEMA_VERSION, Report
 from .thresholds import Thresholds
 
@@ -104,7 +104,8 @@ class HemorrhageSession:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.checks: list[dict[str, Any]] = []  # {"nodeid": ..., "report": Report.to_dict()}
+        # {"nodeid": ..., "report": Report.to_dict(), "test_outcome": "passed" | "failed" | "xfailed" | "xpassed"}
+        self.checks: list[dict[str, Any]] = []
         self.snapshots: list[str] = []
 
     # ------------------------------------------------------------------ recording
@@ -112,6 +113,12 @@ class HemorrhageSession:
         """Keep the ``index``-th check of test ``nodeid``; returns its JUnit properties."""
         self.checks.append({"nodeid": nodeid, "report": report.to_dict()})
         return properties(report, index)
+
+    def record_test_outcome(self, nodeid: str, outcome: str) -> None:
+        """Note how test ``nodeid`` ended on its checks, so an expected failing check is told apart."""
+        for check in self.checks:
+            if check["nodeid"] == nodeid and "test_outcome" not in check:
+                check["test_outcome"] = outcome
 
     def record_snapshot(self, path: str) -> None:
         self.snapshots.append(path)
@@ -128,10 +135,16 @@ class HemorrhageSession:
 
     # ------------------------------------------------------------------ output
     def labelled_reports(self) -> Iterator[tuple[str, Report]]:
-        """Every check as ``(label, Report)``, in the order they ran."""
+        """Every check as ``(label, Report)``, in the order they ran; an expected failure's label says so."""
+        for label, report, expected in self._checks_with_notes():
+            yield (f"{label} ({expected})" if expected else label), report
+
+    def _checks_with_notes(self) -> Iterator[tuple[str, Report, str | None]]:
+        """Every check as ``(label, Report, why its failure was expected or None)``."""
         for check in self.checks:
             report = Report.from_dict(check["report"])
-            yield check_label(check["nodeid"], report.name), report
+            expected = expected_failure_note(report.verdict, check.get("test_outcome"))
+            yield check_label(check["nodeid"], report.name), report, expected
 
     def write_report(self) -> str | None:
         """Write ``--hemorrhage-report``: Markdown for ``.md``, HTML for ``.html`` / ``.htm``, else JSON."""
@@ -156,7 +169,14 @@ class HemorrhageSession:
         if not self.checks:
             return
         tr.write_sep("=", "hemorrhage checks")
-        for label, report in self.labelled_reports():
-            line = summary_line(label, report)
+        failed = {"as expected": 0, "unexpectedly": 0}
+        for label, report, expected in self._checks_with_notes():
+            line = summary_line(label, report, expected)
             tr.write(line.verdict, **{line.colour: True})
             tr.write_line(line.text)
+            if report.verdict == "fail":
+                failed["as expected" if expected else "unexpectedly"] += 1
+        if failed["as expected"]:  # only then can a FAIL line mislead
+            total = sum(failed.values())
+            tr.write_line(f"{total} check{'s' if total != 1 else ''} failed: "
+                          + ", ".join(f"{n} {how}" for how, n in failed.items() if n))

@@ -96,3 +96,20 @@ def test_terminal_summary_lists_snapshots_once_and_every_check():
     quiet = _Terminal()
     HemorrhageSession(_settings()).terminal_summary(quiet)
     assert quiet.out == []
+
+
+def test_test_outcomes_survive_the_worker_merge_and_mark_expected_failures():
+    worker, controller = HemorrhageSession(_settings()), HemorrhageSession(_settings())
+    worker.record("t.py::xf", _report("t.py::xf", 0.5), 0)
+    worker.record_test_outcome("t.py::xf", "xfailed")
+    worker.record_test_outcome("t.py::other", "failed")  # a test without checks changes nothing
+    controller.record("t.py::bad", _report("t.py::bad", 0.5), 0)
+    controller.record_test_outcome("t.py::bad", "failed")
+    controller.merge_worker(json.loads(json.dumps(worker.worker_output())))  # as xdist carries it
+    assert [c["test_outcome"] for c in controller.checks] == ["failed", "xfailed"]
+    assert [label for label, _ in controller.labelled_reports()] == ["t.py::bad", "t.py::xf (xfail, expected)"]
+    tr = _Terminal()
+    controller.terminal_summary(tr)
+    assert tr.out[1:] == [("FAIL         ", {"red": True}), "t.py::bad  KL 0.5, first bad layer block.1",
+                          ("FAIL (xfail, expected) ", {"yellow": True}), "t.py::xf  KL 0.5, first bad layer block.1",
+                          "2 checks failed: 1 as expected, 1 unexpectedly"]

@@ -23,12 +23,18 @@ class SummaryLine(NamedTuple):
     text: str
 
 
-def summary_line(label: str, report: "Report") -> SummaryLine:
-    """``PASS         test_q.py::test_int8  KL 0.0032, top-1 97.20%, PPL ratio 1.0001``."""
+def summary_line(label: str, report: "Report", expected: str | None = None) -> SummaryLine:
+    """``PASS         test_q.py::test_int8  KL 0.0032, top-1 97.20%, PPL ratio 1.0001``.
+
+    ``expected``: why a failing check was expected (see ``expected_failure_note``); the verdict then
+    reads e.g. ``FAIL (xfail, expected)`` in yellow instead of red.
+    """
     parts = [f"{short} {fmt.format(report.metrics[name].estimate)}"
              for name, short, fmt in _SHOWN if name in report.metrics]
     first = report.first_bad_layer
     if first is not None:
         parts.append(f"first bad layer {first.name}")
-    return SummaryLine(f"{report.verdict.upper():<13}", _COLOUR.get(report.verdict, "yellow"),
-                       f"{label}  " + ", ".join(parts))
+    word, colour = report.verdict.upper(), _COLOUR.get(report.verdict, "yellow")
+    if expected:
+        word, colour = f"{word} ({expected})", "yellow"
+    return SummaryLine(f"{word:<12} ", colour, f"{label}  " + ", ".join(parts))

@@ -121,3 +121,18 @@ def check_label(nodeid: str, name: str | None) -> str:
     if not nodeid:
         return name or "hemorrhage check"
     return name if name and name.startswith(nodeid) else (f"{nodeid} ({name})" if name else nodeid)
+
+
+def expected_failure_note(verdict: str, test_outcome: str | None) -> str | None:
+    """Why a failing check is no alarm, from its test's outcome; None when it is one (or did not fail).
+
+    ``test_outcome`` is the test's own result: ``passed``, ``failed``, ``xfailed`` or ``xpassed``.
+    A test that passed around a failing check expected it (``pytest.raises``, ``assert not report.passed``).
+    """
+    if verdict != "fail":
+        return None
+    if test_outcome == "xfailed":
+        return "xfail, expected"
+    if test_outcome in ("passed", "xpassed"):
+        return "expected by the test, which passed"
+    return None
