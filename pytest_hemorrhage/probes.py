@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Probes", "ProbeBatch", "as_probes", "register_tokenizer", "tokenizer_for"]
 
+_REPR_TAGS = 5  # tags named in ``repr(Probes)``; more read as "..."
+
 
 @dataclass
 class ProbeBatch:
@@ -37,7 +39,7 @@ class ProbeBatch:
     labels: "torch.Tensor | None" = None
 
 
-@dataclass
+@dataclass(repr=False)
 class Probes:
     """An ordered set of probes with optional tags (for slicing reports) and labels.
 
@@ -175,6 +177,18 @@ class Probes:
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
         return len(self.token_ids) if self.token_ids is not None else int(self.tensors.shape[0])
+
+    def __repr__(self) -> str:
+        # A summary, never the token ids or tensors: a failing test or a Hypothesis example
+        # that holds a probe set then prints one line.
+        size = f"{self.n_tokens:,} tokens" if self.is_tokens else f"inputs {tuple(self.tensors.shape)}"
+        tags = list(dict.fromkeys(self.tags))
+        shown = ", ".join(tags[:_REPR_TAGS]) + (", ..." if len(tags) > _REPR_TAGS else "")
+        return f"Probes({self.name!r}, {len(self)} probes, {size}, tags: {shown})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis's printer would otherwise list every dataclass field, token ids included.
+        printer.text(repr(self))
 
     @property
     def is_tokens(self) -> bool:

@@ -8,6 +8,14 @@ choice listed first. Floats are drawn on a fine integer grid because
 Hypothesis shrinks raw floats toward "simple" values (0.75) rather than toward
 a failure boundary.
 
+Strategies map drawn tuples to the config (rather than ``st.builds``), so a
+falsifying example prints the config's own ``repr``, e.g.
+``PruningConfig(sparsity=0.068)``: only the fields that apply and differ
+from their defaults, and it evals back to an equal config. Keep models and
+probe sets out of ``@given``: build them once (a fixture or a module-level
+value) and draw only the configs, so the example prints no weights or token
+ids.
+
 Every parameter takes a plain value (validated at call time, raising
 ``InvalidArgument``) or a Hypothesis strategy. Hypothesis is imported only here.
 """
@@ -108,7 +116,13 @@ def quantization_configs(
         else _param(group_size, lambda v: QuantizationConfig(group_size=v))
     )
     act = _param(activation, lambda v: QuantizationConfig(activation=v))
-    return st.builds(QuantizationConfig, bits=b, symmetric=sym, granularity=gran, group_size=group, activation=act)
+    def build(drawn: tuple[int, bool, str, int, str | None]) -> QuantizationConfig:
+        bits_, sym_, gran_, group_, act_ = drawn
+        # The group size is drawn either way (same shrinking), but kept only where it applies.
+        group_kw = {"group_size": group_} if gran_ == "per_group" else {}
+        return QuantizationConfig(bits=bits_, symmetric=sym_, granularity=gran_, activation=act_, **group_kw)  # type: ignore[arg-type]
+
+    return st.tuples(b, sym, gran, group, act).map(build)
 
 
 def pruning_configs(
@@ -135,12 +149,13 @@ def pruning_configs(
 
     nm = st.sampled_from(((4, 8), (2, 4), (1, 4))) if n_m is None else _param(n_m, check_nm)
 
-    def build(s: float, meth_: str, nm_: tuple[int, int]) -> PruningConfig:
+    def build(drawn: tuple[float, str, tuple[int, int]]) -> PruningConfig:
+        s, meth_, nm_ = drawn
         if meth_ == "nm":
             return PruningConfig(method="nm", n=nm_[0], m=nm_[1])
         return PruningConfig(sparsity=s, method=meth_)  # type: ignore[arg-type]
 
-    return st.builds(build, sp, meth, nm)
+    return st.tuples(sp, meth, nm).map(build)
 
 
 def lowrank_configs(
@@ -152,7 +167,7 @@ def lowrank_configs(
         ratio = _grid(0.0, 1.0 - min_ratio).map(lambda x: round(1.0 - x, 6))
     else:
         ratio = _param(rank_ratio, lambda v: LowRankConfig(rank_ratio=v))
-    return _st().builds(LowRankConfig, rank_ratio=ratio)
+    return ratio.map(lambda r: LowRankConfig(rank_ratio=r))
 
 
 def expansion_configs(
@@ -165,7 +180,7 @@ def expansion_configs(
     else:
         md = _param(mode, lambda v: ExpansionConfig(mode=v))
     cnt = st.integers(1, 2) if count is None else _param(count, lambda v: ExpansionConfig(count=v))
-    return st.builds(ExpansionConfig, mode=md, count=cnt)
+    return st.tuples(md, cnt).map(lambda t: ExpansionConfig(mode=t[0], count=t[1]))  # type: ignore[arg-type]
 
 
 def decoding_configs(
@@ -199,7 +214,9 @@ def decoding_configs(
         else _param(repetition_penalty, lambda v: DecodingConfig(repetition_penalty=v))
     )
     ds = _param(do_sample, lambda v: DecodingConfig(do_sample=v))
-    return st.builds(DecodingConfig, do_sample=ds, temperature=temp, top_k=tk, top_p=tp, repetition_penalty=rp)
+    return st.tuples(ds, temp, tk, tp, rp).map(
+        lambda t: DecodingConfig(do_sample=t[0], temperature=t[1], top_k=t[2], top_p=t[3], repetition_penalty=t[4])
+    )
 
 
 # --------------------------------------------------------------------------- any kind

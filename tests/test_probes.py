@@ -191,3 +191,19 @@ def test_mitigation_calibration_probes_are_disjoint_built_in_probes():
     everything = Probes.builtin(tok, n=None)
     assert calibration_probes(model, everything) is everything
     assert calibration_probes(Model(), own) is own
+
+
+def test_repr_summarises_the_set_without_token_ids():
+    probes = Probes.builtin(CharTokenizer(), n=4, max_length=16, seed=3)
+    tokens = sum(len(ids) for ids in probes.token_ids)
+    tag_names = ", ".join(dict.fromkeys(probes.tags))
+    assert repr(probes) == f"Probes('{probes.name}', 4 probes, {tokens:,} tokens, tags: {tag_names})"
+    # Six distinct tags: the first five are named in order of appearance, the sixth elided.
+    texts = ["def f(): pass", "a short story", "x = 1", "select 1", "2 + 2", "{}", "rust"]
+    tags = ["code", "prose", "code", "sql", "math", "json", "rust"]
+    many = Probes.from_texts(CharTokenizer(), texts, tags=tags, name="mine")
+    tokens = sum(len(ids) for ids in many.token_ids)
+    assert repr(many) == f"Probes('mine', 7 probes, {tokens:,} tokens, tags: code, prose, sql, math, json, ...)"
+    assert "[" not in repr(many)  # no list of token ids
+    tensors = Probes.from_tensors(torch.zeros(3, 5), tags=["a", "b", "a"])
+    assert repr(tensors) == f"Probes('{tensors.name}', 3 probes, inputs (3, 5), tags: a, b)"

@@ -216,3 +216,68 @@ def test_only_strategies_module_imports_hypothesis() -> None:
             else:
                 continue
             assert not any(n.split(".")[0] == "hypothesis" for n in names), path
+
+
+# --------------------------------------------------------------------------- readable examples
+
+REPR_NAMESPACE = {
+    cls.__name__: cls
+    for cls in (Composed, DecodingConfig, ExpansionConfig, LowRankConfig, PruningConfig, QuantizationConfig)
+}
+
+
+def test_config_repr_shows_only_fields_that_apply_and_differ_from_defaults() -> None:
+    assert repr(PruningConfig(sparsity=0.068)) == "PruningConfig(sparsity=0.068)"
+    assert repr(PruningConfig(method="nm", n=4, m=8)) == "PruningConfig(method='nm', n=4, m=8)"
+    assert repr(PruningConfig(method="blocks", blocks=(1,))) == "PruningConfig(method='blocks', blocks=(1,))"
+    assert repr(QuantizationConfig(bits=3, granularity="per_group", group_size=32)) == (
+        "QuantizationConfig(bits=3, granularity='per_group', group_size=32)"
+    )
+    # The group size (and activation settings) are left out where they do not apply.
+    assert repr(QuantizationConfig(bits=3, group_size=32)) == "QuantizationConfig(bits=3)"
+    assert repr(DecodingConfig(do_sample=True, top_k=5)) == "DecodingConfig(do_sample=True, top_k=5)"
+    assert repr(ExpansionConfig(mode="identity", count=2)) == "ExpansionConfig(mode='identity', count=2)"
+
+
+@settings(FAST, max_examples=300)
+@given(config=modifications(kinds=("quantize", "prune", "lowrank", "expand", "decoding"), max_composed=3))
+def test_drawn_config_reprs_eval_back_to_equal_configs(config) -> None:
+    text = repr(config)
+    assert eval(text, dict(REPR_NAMESPACE)) == config
+    assert "build" not in text and "skip=" not in text
+
+
+FAILING_EXAMPLE = """
+import sys
+sys.path.insert(0, {tests!r})
+from hypothesis import given, settings, strategies as st
+from pytest_hemorrhage.probes import Probes
+from pytest_hemorrhage.strategies import modifications
+from tiny_models import tiny_llama
+
+MODEL = tiny_llama(layers=1)
+PROBES = Probes.from_token_ids([[1, 2, 3, 4]] * 40, tags=["code", "prose"] * 20)
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(config=modifications(kinds="prune"), probes=st.just(PROBES))
+def test_always_fails(config, probes):
+    config.apply(MODEL)
+    assert config.method == "nm" or config.sparsity < 0.25
+"""
+
+
+def test_falsifying_example_prints_short_readable_configs(pytester) -> None:
+    from pathlib import Path
+
+    pytester.makepyfile(FAILING_EXAMPLE.format(tests=str(Path(__file__).parent)))
+    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    lines = result.outlines
+    start = next(i for i, line in enumerate(lines) if "Failing test case" in line or "Falsifying example" in line)
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("test_falsifying"))
+    example = "\n".join(lines[start:end])
+    assert end - start < 40, example
+    # Pruning 25% or more (N:M aside) fails: the example shrinks to the boundary, printed as the config's own repr.
+    assert "config=PruningConfig(sparsity=0.25)" in example
+    assert "probes=Probes('custom', 40 probes, 160 tokens, tags: code, prose)" in example
+    assert "build(" not in example and "LlamaForCausalLM" not in example

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from types import MappingProxyType
 import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
@@ -127,6 +128,29 @@ class Modification:
 
     def __str__(self) -> str:
         return self.describe()
+
+    def _unused_fields(self) -> frozenset[str]:
+        """Fields this config ignores (e.g. ``n``/``m`` unless N:M); left out of ``repr``."""
+        return frozenset()
+
+    def __repr__(self) -> str:
+        # Only the fields that apply and differ from their defaults, so that a Hypothesis
+        # falsifying example reads like the call that builds it (and evals back to it).
+        unused = self._unused_fields()
+        shown = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in unused or not f.repr or value == f.default:
+                continue
+            if isinstance(value, MappingProxyType):
+                value = dict(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis's printer lists every dataclass field (or the strategy's build call)
+        # unless an object prints itself: use the short repr above.
+        printer.text(repr(self))
 
 
 class WeightModification(Modification):

@@ -22,7 +22,7 @@ __all__ = ["DecodingConfig", "DecodedModel", "effective_log_probs", "generate_gr
            "penalise_seen", "seen_tokens", "unwrap_decoding"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DecodingConfig(Modification):
     """Sampling settings; ``do_sample=False`` is greedy (only ``repetition_penalty`` then matters)."""
 

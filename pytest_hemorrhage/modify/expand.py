@@ -62,7 +62,7 @@ def _share_config(model: nn.Module, blocks: list[nn.Module]) -> None:
                 module.config = config
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ExpansionConfig(WeightModification):
     """Insert copies of decoder blocks (``positions`` of originals, or ``count`` spread evenly)."""
 

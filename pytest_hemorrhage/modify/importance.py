@@ -82,7 +82,7 @@ _NAMES = {"magnitude": "magnitude", "wanda": "Wanda", "gradient": "gradient-awar
 # --------------------------------------------------------------------------- the modification record
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ImportancePruning(Modification):
     """Unstructured pruning by an importance score, compared per output row or per layer.
 
@@ -96,6 +96,9 @@ class ImportancePruning(Modification):
     group: str = "row"
 
     kind = "importance_prune"
+
+    def _unused_fields(self) -> frozenset[str]:
+        return frozenset() if self.method == "gradient" else frozenset({"alpha"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sparsity", fraction("sparsity", self.sparsity, high_open=True))

@@ -33,7 +33,7 @@ def truncated_svd(weight: torch.Tensor, rank: int) -> torch.Tensor:
     return ((u[:, :rank] * s[:rank]) @ vh[:rank]).to(weight.dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LowRankConfig(WeightModification):
     """Fake low-rank compression: shapes unchanged, weights of rank ``ceil(rank_ratio * min(out, in))``."""
 

@@ -173,7 +173,7 @@ def _mlp_units(model: nn.Module) -> list[tuple[str, list[nn.Module], nn.Module]]
     return units
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class PruningConfig(WeightModification):
     """Pruning of the model's weights or structure (see module docs for each ``method``)."""
 
@@ -187,6 +187,12 @@ class PruningConfig(WeightModification):
     targets: tuple[str, ...] | None = None
 
     kind = "prune"
+
+    def _unused_fields(self) -> frozenset[str]:
+        unused = set() if self.method == "nm" else {"n", "m"}
+        if self.method == "nm":
+            unused.add("sparsity")
+        return frozenset(unused)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sparsity", fraction("sparsity", self.sparsity, high_open=True))

@@ -183,7 +183,7 @@ def _calibrate_absmax(
     return seen
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class QuantizationConfig(WeightModification):
     """RTN fake quantization of every ``nn.Linear``/``Conv1D`` not skipped (see module docs)."""
 
@@ -198,6 +198,12 @@ class QuantizationConfig(WeightModification):
     activation_range: float = 8.0
 
     kind = "quantize"
+
+    def _unused_fields(self) -> frozenset[str]:
+        unused = set() if self.granularity == "per_group" else {"group_size"}
+        if self.activation is None:
+            unused |= {"activation_bits", "activation_range"}
+        return frozenset(unused)
 
     def __post_init__(self) -> None:
         integer("bits", self.bits, 2, 8)
