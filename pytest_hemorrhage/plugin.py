@@ -166,9 +166,11 @@ class HemorrhageFixture:
         __tracebackhide__ = True
         from .check import run_check
         from .snapshot import Snapshot
+        from .sources.pairing import opened
 
         suggest = kwargs.pop("suggest", None)
         suggest = self._session.settings.suggest if suggest is None else bool(suggest)
+        baseline = opened(baseline, "baseline")  # a snapshot file's path is a snapshot, for the advice
         report = run_check(baseline, candidate, probes, suggest=suggest, **self._arguments(kwargs))
         self._record(report)
         if not report.passed:
