@@ -62,3 +62,15 @@ def test_a_bad_model_path_is_a_usage_error(pytester: pytest.Pytester, inner, arg
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {expected}"])
     result.stdout.no_fnmatch_line("*collected despite*")
+
+
+def test_the_hemorrhage_fixture_takes_folder_paths(pytester: pytest.Pytester, inner, folder: str) -> None:
+    inner(f"""
+    def test_paths(hemorrhage):
+        hemorrhage.check({folder!r}, {folder!r})
+        report = hemorrhage.compare({folder!r}, {folder!r})
+        print("KL", report.metrics["kl"].estimate, len(hemorrhage.reports))
+    """)
+    result = pytester.runpytest("-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*KL 0.0 2"])
