@@ -2,11 +2,12 @@
 
 Out of the box they give the embedded default model (SmolLM2-135M-Instruct, 30 decoder
 blocks), loaded once per session from its local cache. To run the suites against your own
-model, change the two lines marked ``YOUR MODEL`` below, nothing else:
+model, name its Hugging Face folder (``save_pretrained`` output, tokenizer included) on the
+command line, nothing else::
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    model = AutoModelForCausalLM.from_pretrained("path/to/your/model")      # in baseline_model
-    tokenizer = AutoTokenizer.from_pretrained("path/to/your/model")         # in tokenizer
+    pytest example_suites --hemorrhage-model=path/to/your/model
+
+or set ``hemorrhage_model = path/to/your/model`` in the ini file (relative to the rootdir).
 
 The fixtures are session-scoped and shared by every test: a test must never modify
 ``baseline_model`` in place. The modifications in ``pytest_hemorrhage.modify`` return a
@@ -26,19 +27,13 @@ from pytest_hemorrhage import Probes
 @pytest.fixture(scope="session")
 def baseline_model(request):
     """The reference model every candidate is compared against (eval mode, on the CPU)."""
-    # YOUR MODEL: replace the next line with
-    #     model = AutoModelForCausalLM.from_pretrained("path/to/your/model")
-    model = request.getfixturevalue("hemorrhage_default_model")[0]
-    return model.eval()
+    return request.getfixturevalue("hemorrhage_default_model")[0].eval()
 
 
 @pytest.fixture(scope="session")
 def tokenizer(request):
     """The tokenizer of ``baseline_model``; the probes are built with it."""
-    # YOUR MODEL: replace the next line with
-    #     tokenizer = AutoTokenizer.from_pretrained("path/to/your/model")
-    tokenizer = request.getfixturevalue("hemorrhage_default_model")[1]
-    return tokenizer
+    return request.getfixturevalue("hemorrhage_default_model")[1]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from .mitigate.suggest import not_applicable
 from .mitigate.suggest import suggest as run_suggest
 from .render.text import thresholds_to_loosen
 from .report import Report
-from .sources.pairing import live_model
+from .sources.pairing import live_model, opened
 
 __all__ = ["assert_no_hemorrhage", "explain", "run_check"]
 
@@ -67,6 +67,7 @@ def run_check(baseline: Any, candidate: Any, probes: Any = None, *, suggest: boo
     ``device`` ...), threshold overrides included; ``layers``, ``batch_size`` and ``device`` are used
     again when mitigations are re-measured. ``suggest=False`` skips the mitigations (faster).
     """
+    baseline, candidate = opened(baseline, "baseline"), opened(candidate, "candidate")  # once, for the explanation too
     report = compare(baseline, candidate, probes, **kwargs)
     if not report.passed:
         rerun = {k: kwargs[k] for k in ("layers", "batch_size", "device") if k in kwargs}

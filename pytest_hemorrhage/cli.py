@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from .errors import HemorrhageError
 from .files import atomic_write_text
+from .model_folder import check_model_folder, load_model, load_tokenizer
 from .render.junit import junit_xml
 from .render.text import thresholds_to_loosen
 from .sweep import MODIFY_SHORTCUTS
@@ -135,23 +136,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_model_dir(path: str, role: str) -> None:
-    """Refuse ``path`` as a model folder, with the cause, before any weights load."""
-    folder = Path(path)
-    if not folder.exists():
-        raise HemorrhageError(f"{role}: {path} does not exist; give the folder model.save_pretrained(folder) wrote")
-    if not folder.is_dir():
-        raise HemorrhageError(
-            f"{role}: {path} is a file, not a Hugging Face model folder; give the folder "
-            "model.save_pretrained(folder) wrote"
-        )
-    if not (folder / "config.json").is_file():
-        raise HemorrhageError(
-            f"{role}: {path} is not a Hugging Face model folder (no config.json); save one with "
-            "model.save_pretrained(folder)"
-        )
-
-
 def _check_compare_paths(baseline: str, candidate: str) -> None:
     """Refuse missing paths and arguments in the wrong order before any weights load."""
     if not Path(baseline).exists():
@@ -170,28 +154,17 @@ def _check_compare_paths(baseline: str, candidate: str) -> None:
         raise HemorrhageError(
             f"candidate: {candidate} is a file; the candidate is a Hugging Face model folder ({order})"
         )
-    _check_model_dir(candidate, "candidate")
+    check_model_folder(candidate, "candidate")
     if Path(baseline).is_dir():
-        _check_model_dir(baseline, "baseline")
+        check_model_folder(baseline, "baseline")
 
 
-def _load_model_dir(path: str, role: str) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    _check_model_dir(path, role)
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
-
-
-def _load_tokenizer(path: str, role: str = "baseline") -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise HemorrhageError(
-            f"{role}: no tokenizer in {path} ({exc.__class__.__name__}); save it beside the model "
-            "with tokenizer.save_pretrained(folder)"
-        ) from None
+def _model_with_tokenizer(path: str, role: str) -> tuple[Any, Any]:
+    """The model and tokenizer in ``path``; the command builds its probes with the tokenizer, so one is required."""
+    model, tokenizer = load_model(path, role)
+    if tokenizer is None:
+        load_tokenizer(path, role)  # raises, naming the cause and the fix
+    return model, tokenizer
 
 
 def _accept_advice(report: Any, snapshot: str | None) -> list[str]:
@@ -234,10 +207,9 @@ def _compare(args: argparse.Namespace) -> int:
         snapshot = args.baseline
         probes = None  # the snapshot's own probes
     else:
-        baseline = _load_model_dir(args.baseline, "baseline")
-        tokenizer = _load_tokenizer(args.baseline)
+        baseline, tokenizer = _model_with_tokenizer(args.baseline, "baseline")
         probes = Probes.builtin(tokenizer, n=args.probes, max_length=args.max_length)
-    candidate = _load_model_dir(args.candidate, "candidate")
+    candidate = load_model(args.candidate, "candidate")[0]
     report = run_check(baseline, candidate, probes, thresholds=thresholds, suggest=args.suggest,
                        batch_size=args.batch_size, device=args.device, progress=progress,
                        name=f"{args.candidate} vs {args.baseline}")
@@ -263,8 +235,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from .probes import Probes
     from .snapshot import record_snapshot
 
-    model = _load_model_dir(args.model, "model")
-    tokenizer = _load_tokenizer(args.model, "model")
+    model, tokenizer = _model_with_tokenizer(args.model, "model")
     probes = Probes.builtin(tokenizer, n=args.probes, max_length=args.max_length)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     snap = record_snapshot(model, probes, args.out, tokenizer=tokenizer, batch_size=args.batch_size,
@@ -287,8 +258,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
         model, tokenizer = default_model()
     else:
-        model = _load_model_dir(args.model, "model")
-        tokenizer = _load_tokenizer(args.model, "model")
+        model, tokenizer = _model_with_tokenizer(args.model, "model")
     probes = Probes.builtin(tokenizer, n=args.probes, max_length=args.max_length)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = sweep(model, args.modify, args.strengths, probes, thresholds, metric=args.metric, bisect=args.bisect,

@@ -50,6 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(f"hemorrhage_{key}", help=f"default {key} for every hemorrhage check", default=None)
     parser.addini("hemorrhage_suggest", type="bool", default=True,
                   help="on a failing check, try mitigations on copies and show the best verified one (default true)")
+    group.addoption("--hemorrhage-model", dest="hemorrhage_model", metavar="PATH", default=None,
+                    help="Hugging Face model folder (save_pretrained) that hemorrhage_default_model loads instead of "
+                         "the embedded SmolLM2 (relative to rootdir)")
+    parser.addini("hemorrhage_model", default=None,
+                  help="Hugging Face model folder that hemorrhage_default_model loads (relative to rootdir)")
     parser.addini("hemorrhage_snapshot_dir", help="folder of baseline snapshots (relative to rootdir)",
                   default="hemorrhage_snapshots")
 
@@ -105,6 +110,9 @@ def _raw_settings(config: pytest.Config) -> dict[str, Any]:
         "update": config.getoption("hemorrhage_update"),
         "report_path": config.getoption("hemorrhage_report"),
         "snapshot_dir": config.getini("hemorrhage_snapshot_dir"),
+        "cli_model": config.getoption("hemorrhage_model"),
+        "ini_model": config.getini("hemorrhage_model"),
+        "rootdir": str(config.rootpath),
     }
 
 
@@ -166,9 +174,11 @@ class HemorrhageFixture:
         __tracebackhide__ = True
         from .check import run_check
         from .snapshot import Snapshot
+        from .sources.pairing import opened
 
         suggest = kwargs.pop("suggest", None)
         suggest = self._session.settings.suggest if suggest is None else bool(suggest)
+        baseline = opened(baseline, "baseline")  # a snapshot file's path is a snapshot, for the advice
         report = run_check(baseline, candidate, probes, suggest=suggest, **self._arguments(kwargs))
         self._record(report)
         if not report.passed:
@@ -241,11 +251,17 @@ def hemorrhage_device(pytestconfig: pytest.Config) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def hemorrhage_default_model():
-    """The embedded default model and tokenizer (SmolLM2-135M), loaded once per session.
+def hemorrhage_default_model(pytestconfig: pytest.Config):
+    """``(model, tokenizer)``, loaded once per session: the folder named by ``hemorrhage_model``
+    (ini) or ``--hemorrhage-model``, or else the embedded default model (SmolLM2-135M).
 
     Modify a copy, never this object: other tests share it.
     """
+    path = _session(pytestconfig).settings.model_path
+    if path is not None:
+        from .model_folder import load_model
+
+        return load_model(path)
     from .models import default_model
 
     return default_model()

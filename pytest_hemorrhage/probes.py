@@ -309,11 +309,17 @@ class _PrefixIndex:
 
 
 _TOKENIZERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_NO_TOKENIZER_REASONS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
 
 def register_tokenizer(model: Any, tokenizer: Any) -> None:
     """Remember ``tokenizer`` for ``model`` so that ``probes=None`` can build the built-in probe set."""
     _TOKENIZERS[model] = tokenizer
+
+
+def register_missing_tokenizer(model: Any, reason: str) -> None:
+    """Remember why ``model`` has no tokenizer (e.g. its folder holds none), for the ``probes=None`` error."""
+    _NO_TOKENIZER_REASONS[model] = reason
 
 
 def tokenizer_for(model: Any) -> Any:
@@ -337,9 +343,14 @@ def as_probes(probes: Any, baseline: Any = None) -> Probes:
     if probes is None:
         tok = tokenizer_for(baseline)
         if tok is None:
+            try:
+                reason = _NO_TOKENIZER_REASONS.get(baseline)
+            except TypeError:  # not weak-referenceable
+                reason = None
             raise InvalidArgument(
-                "probes: none given and no tokenizer is known for the baseline; pass "
-                "probes=Probes.builtin(tokenizer) or Probes.from_texts(tokenizer, texts)"
+                "probes: none given and no tokenizer is known for the baseline"
+                + (f" ({reason})" if reason else "")
+                + "; pass probes=Probes.builtin(tokenizer) or Probes.from_texts(tokenizer, texts)"
             )
         return Probes.builtin(tok)
     if isinstance(probes, torch.Tensor):

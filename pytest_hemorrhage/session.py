@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from .errors import InvalidArgument
 from .files import atomic_write_text
+from .model_folder import check_model_folder
 from .render.html import render_html
 from .render.junit import properties
 from .render.markdown import render_checks_markdown
@@ -29,6 +30,18 @@ PER_WORKER = "per-worker"
 """``--hemorrhage-device`` value that gives each pytest-xdist worker its own GPU."""
 
 
+def _model_path(cli_model: str | None, ini_model: str | None, ini_file: str, rootdir: str) -> str | None:
+    """The model folder chosen by ``--hemorrhage-model`` or the ``hemorrhage_model`` ini key (relative to
+    rootdir), checked now so that a bad path is an error at startup that names where it was set."""
+    chosen, where = (cli_model, "command line option --hemorrhage-model") if cli_model else \
+        (ini_model, f"hemorrhage_model in {ini_file}")
+    if not chosen:
+        return None
+    path = Path(rootdir) / chosen  # an absolute path stays as it is
+    check_model_folder(path, where)
+    return str(path)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the command line and the ini file set for the run's checks."""
@@ -41,6 +54,7 @@ class Settings:
     update: bool = False
     report_path: str | None = None
     snapshot_dir: str = "hemorrhage_snapshots"
+    model_path: str | None = None  # the model folder hemorrhage_default_model loads instead of the embedded one
 
     @classmethod
     def resolve(
@@ -57,6 +71,9 @@ class Settings:
         update: bool = False,
         report_path: str | None = None,
         snapshot_dir: str = "hemorrhage_snapshots",
+        cli_model: str | None = None,
+        ini_model: str | None = None,
+        rootdir: str = ".",
     ) -> "Settings":
         """Settings from the raw ini values and options that were set; errors name the bad option."""
         if batch_size is not None and batch_size < 1:
@@ -64,7 +81,8 @@ class Settings:
         thresholds = Thresholds.resolve(ini=ini_thresholds, cli=cli_thresholds, ini_file=ini_file)
         return cls(thresholds=thresholds, device="cuda" if device == PER_WORKER else device, batch_size=batch_size,
                    sequential=sequential, suggest=ini_suggest and not no_suggest, update=update,
-                   report_path=report_path, snapshot_dir=snapshot_dir)
+                   report_path=report_path, snapshot_dir=snapshot_dir,
+                   model_path=_model_path(cli_model, ini_model, ini_file, rootdir))
 
     def thresholds_for(self, markers: Sequence[Mapping[str, Any]]) -> Thresholds:
         """A test's thresholds: its ``@pytest.mark.hemorrhage`` keywords (farthest first) over the run's."""

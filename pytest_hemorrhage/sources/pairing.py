@@ -1,27 +1,30 @@
 """From what a user passed to the two sources of a comparison, checked as a pair.
 
-A baseline may be a model, a :class:`~pytest_hemorrhage.modify.DecodedModel` or a
-:class:`~pytest_hemorrhage.snapshot.Snapshot`; a candidate a model or a DecodedModel; either
+A baseline may be a model, the path of a Hugging Face model folder or of a snapshot file, a :class:`~pytest_hemorrhage.modify.DecodedModel` or a
+:class:`~pytest_hemorrhage.snapshot.Snapshot`; a candidate a model, a model folder's path or a DecodedModel; either
 may be an object that is already a :class:`~pytest_hemorrhage.sources.Source`. This is the one
 place that tells the kinds apart.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from ..errors import InvalidArgument
+from ..model_folder import load_model
 from ..modify.decoding import unwrap_decoding
 from ..probes import Probes
-from ..snapshot import Snapshot
+from ..snapshot import Snapshot, load_snapshot
 from ..validate import check_tokenizers
 from . import Source
 from .module import ModuleSource
 from .snapshot import SnapshotSource
 
-__all__ = ["pair_sources", "live_model"]
+__all__ = ["pair_sources", "live_model", "opened"]
 
 
 def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "auto", output: str = "auto",
@@ -41,7 +44,24 @@ def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "a
     return base, cand, probe_set
 
 
+def opened(side: Any, role: str) -> Any:
+    """``side`` itself, or, for a path, what it names: a Hugging Face model folder (loaded with its
+    tokenizer registered, see :func:`~pytest_hemorrhage.model_folder.load_model`) or, as a baseline,
+    a snapshot file (``load_snapshot``)."""
+    if not isinstance(side, (str, os.PathLike)):
+        return side
+    path = Path(side)
+    if path.is_file():
+        if role == "baseline" and path.suffix == ".safetensors":
+            return load_snapshot(path)
+        what = "a Hugging Face model folder or a snapshot file (.safetensors)" if role == "baseline" \
+            else "a Hugging Face model folder (a snapshot can only be the baseline)"
+        raise InvalidArgument(f"{role}: {side} is a file; expected {what}")
+    return load_model(path, role)[0]
+
+
 def _source(side: Any, role: str, layers: Any, output: str) -> Source:
+    side = opened(side, role)
     model, decoding = unwrap_decoding(side)
     if isinstance(model, nn.Module):
         return ModuleSource(model, role, layers, output, decoding, described=side)
@@ -51,7 +71,8 @@ def _source(side: Any, role: str, layers: Any, output: str) -> Source:
         return source
     if all(callable(getattr(side, method, None)) for method in ("observe", "opened")):
         return side  # already a source (a runtime of its own)
-    expected = "a torch.nn.Module or a Snapshot (load_snapshot)" if role == "baseline" else "a torch.nn.Module"
+    expected = ("a torch.nn.Module, a Snapshot (load_snapshot) or a path to either" if role == "baseline"
+                else "a torch.nn.Module or the path of a Hugging Face model folder")
     raise InvalidArgument(f"{role}: expected {expected}, got {type(model).__name__}")
 
 
