@@ -14,6 +14,7 @@ from .errors import HemorrhageDetected
 from .mitigate.registry import MITIGATIONS
 from .mitigate.suggest import not_applicable
 from .mitigate.suggest import suggest as run_suggest
+from .probes import as_probes
 from .render.text import thresholds_to_loosen
 from .report import Report
 from .sources.pairing import live_model, opened
@@ -34,6 +35,9 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
     base_model, cand_model = live_model(baseline), live_model(candidate)
     live = base_model is not None
     shared = base_model is cand_model
+    if live and probes is None:
+        # Resolved once, from the baseline's tokenizer: the copies that mitigations make have none.
+        probes = as_probes(None, base_model)
     patterns = diagnose(report, base_model if live and not shared else None,
                         cand_model if live and not shared else None, probes if live and not shared else None)
     report.patterns = [{**p.to_dict(), "description": p.describe()} for p in patterns]

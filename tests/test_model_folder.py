@@ -88,3 +88,35 @@ def test_a_folder_without_tokenizer_loads_and_probes_none_says_why(models, tmp_p
 def test_assert_no_hemorrhage_takes_paths(folders):
     report = ph.assert_no_hemorrhage(folders["base"], folders["base"], random_token_ids(4, 12))
     assert report.passed and report.metrics["kl"].estimate == 0
+
+
+
+def test_a_failing_check_on_the_folders_tokenizer_gives_mitigations_its_probes(folders):
+    """probes=None with a loaded folder: a mitigation works on copies of the models, which have no
+    tokenizer, so it must be handed the probes the check resolved (it used to be handed None)."""
+    import copy
+
+    from pytest_hemorrhage.mitigate import Applies, Mitigation, SimpleMitigator
+    from pytest_hemorrhage.mitigate.registry import MITIGATIONS
+
+    seen = []
+
+    def restore(baseline, candidate, calibration, thresholds, *, probes=None, **options):
+        seen.append((calibration, probes))
+        return Mitigation("restore", copy.deepcopy(baseline), "restored the baseline's weights")
+
+    model, tokenizer = load_model(folders["base"])
+    registered = dict(MITIGATIONS)
+    MITIGATIONS.clear()
+    MITIGATIONS["restore"] = SimpleMitigator("restore", lambda b, c: Applies.yes(), restore)
+    try:
+        with pytest.raises(ph.HemorrhageDetected) as failed:
+            ph.assert_no_hemorrhage(model, break_block(model, 1, scale=30.0))
+    finally:
+        MITIGATIONS.clear()
+        MITIGATIONS.update(registered)
+    (calibration, probes), = seen
+    expected = Probes.builtin(tokenizer)
+    assert isinstance(probes, Probes) and probes.token_ids == expected.token_ids
+    assert isinstance(calibration, Probes)
+    assert failed.value.report.suggestion.startswith("verified fix: restore")
