@@ -12,15 +12,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import hypothesis  # noqa: F401  (imported here so in-process pytester runs find it loaded)
+import numpy as np
 import pytest
-import torch
+from matplotlib.markers import MarkerStyle
 from model_folders import break_block, save_model_folder
-from tiny_models import random_token_ids, tiny_llama
+from tiny_models import llama_and_probes, tiny_llama
 
 import pytest_hemorrhage as ph
 from pytest_hemorrhage.cli import main
-from pytest_hemorrhage.probes import Probes
-from pytest_hemorrhage.render.html import render_html, sqnr_series
+from pytest_hemorrhage.render.html import NEAR_THRESHOLD_DB, render_html, sqnr_figure, sqnr_series
 from pytest_hemorrhage.render.text import check_label
 from pytest_hemorrhage.report import LayerResult, Report
 
@@ -109,10 +109,7 @@ def parse(text: str) -> Page:
 
 @pytest.fixture(scope="module")
 def reports():
-    torch.manual_seed(0)
-    model = tiny_llama()
-    ids = random_token_ids(n=8, length=20)
-    tagged = Probes.from_token_ids(ids.tolist(), tags=["code", "prose"] * 4)
+    model, ids, tagged = llama_and_probes()
     harmful = break_block(model, 1)
     return {
         "pass": ph.compare(model, copy.deepcopy(model), ids, name="test_q.py::test_identity"),
@@ -378,3 +375,56 @@ def test_cli_compare_writes_html(tmp_path, capsys):
     assert "fail" in section["class"].split()
     assert "model.layers.1" in page.text and len(_images(page)) == 2
     assert "Model hemorrhage" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- the SQNR plot's markers
+def _offsets(fig, gid: str) -> list[tuple[float, float]]:
+    (ax,) = fig.axes
+    found = [c for c in ax.collections if c.get_gid() == gid]
+    return [tuple(map(float, xy)) for c in found for xy in c.get_offsets()]
+
+
+def _marker_path(fig, gid: str):
+    (ax,) = fig.axes
+    (collection,) = [c for c in ax.collections if c.get_gid() == gid]
+    return collection.get_paths()[0].vertices
+
+
+def test_sqnr_plot_tells_layers_below_the_threshold_by_shape():
+    threshold = 15.0
+    values = [30.0, 16.2, 14.7, 15.5, 12.0, 25.0, 14.1, 40.0]
+    layers = [LayerResult(f"model.layers.{i}", i, v, rel_error=0.1, cosine=0.99, n_tokens=3)
+              for i, v in enumerate(values)]
+    report = Report(metrics={}, layers=layers, thresholds={"min_layer_sqnr_db": threshold}, name="near")
+    fig = sqnr_figure(report)
+    below = [(float(i), v) for i, v in enumerate(values) if v < threshold]
+    assert sorted(_offsets(fig, "sqnr-below")) == below
+    assert sorted(_offsets(fig, "sqnr-pass")) == [(float(i), v) for i, v in enumerate(values) if v >= threshold]
+    # not by colour alone: the two markers are different shapes (a cross has more corners than a dot's curve)
+    cross, dot = _marker_path(fig, "sqnr-below"), _marker_path(fig, "sqnr-pass")
+    assert cross.shape != dot.shape or not np.allclose(cross, dot)
+    cross_style = MarkerStyle("X")
+    assert np.allclose(cross, cross_style.get_path().transformed(cross_style.get_transform()).vertices)
+    # each in the legend
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert "below threshold (3 layers)" in texts and "layer SQNR (at or above threshold)" in texts
+    # the values within NEAR_THRESHOLD_DB of the line are written out, on either side of it
+    (ax,) = fig.axes
+    labels = sorted(t.get_text() for t in ax.texts if t.get_gid() == "sqnr-near-label")
+    assert labels == sorted(f"{v:.1f}" for v in values if abs(v - threshold) <= NEAR_THRESHOLD_DB)
+    assert labels == ["14.1", "14.7", "15.5", "16.2"]
+
+
+def test_sqnr_plot_crosses_exactly_the_layers_below(reports):
+    fig = sqnr_figure(reports["attention"])  # a harmful break of block 2: some layers below, some not
+    threshold = reports["attention"].thresholds["min_layer_sqnr_db"]
+    below = {float(layer.index) for layer in reports["attention"].layers if layer.sqnr_db < threshold}
+    assert below and {x for x, _ in _offsets(fig, "sqnr-below")} == below
+    report = copy.deepcopy(reports["attention"])
+    for layer in report.layers:
+        layer.sqnr_db = threshold + 10.0 + layer.index
+    fig = sqnr_figure(report)
+    assert _offsets(fig, "sqnr-below") == [] and len(_offsets(fig, "sqnr-pass")) == len(report.layers)
+    assert not any(t.get_text().startswith("below threshold") for t in fig.legends[0].get_texts())
+    assert not [t for t in fig.axes[0].texts if t.get_gid() == "sqnr-near-label"]

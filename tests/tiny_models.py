@@ -14,6 +14,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from pytest_hemorrhage.probes import Probes
+
 VOCAB = 128
 
 
@@ -49,6 +51,14 @@ def tiny_qwen2(seed: int = 0, layers: int = 3, vocab: int = VOCAB) -> Qwen2ForCa
 def random_token_ids(n: int = 8, length: int = 24, vocab: int = VOCAB, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab, (n, length), generator=g)
+
+
+def llama_and_probes(n: int = 8, length: int = 20) -> tuple[LlamaForCausalLM, torch.Tensor, Probes]:
+    """A tiny Llama, ``n`` random probes of ``length`` token ids, and the same probes tagged "code" and
+    "prose" in turn (for the per-tag tables)."""
+    torch.manual_seed(0)
+    ids = random_token_ids(n=n, length=length)
+    return tiny_llama(), ids, Probes.from_token_ids(ids.tolist(), tags=["code", "prose"] * (n // 2))
 
 
 def snapshot_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

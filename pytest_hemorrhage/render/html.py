@@ -21,7 +21,7 @@ from .values import METRIC_INFO
 if TYPE_CHECKING:  # pragma: no cover
     from ..report import LayerResult, MetricResult, Report
 
-__all__ = ["render_html", "sqnr_series"]
+__all__ = ["NEAR_THRESHOLD_DB", "render_html", "sqnr_figure", "sqnr_series"]
 
 _VERDICTS = ("pass", "fail", "inconclusive")
 _BADGE_TEXT = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "info": "info"}
@@ -30,6 +30,11 @@ _LN2 = math.log(2.0)
 
 # Plot colours (colour-blind safe pair for good / bad, plus neutral greys).
 _BLUE, _RED, _ORANGE, _GREY = "#1f77b4", "#d62728", "#ff7f0e", "#7f7f7f"
+
+#: Layers whose SQNR lies within this many dB of ``min_layer_sqnr_db`` get their value written on the
+#: plot (at most ``_MAX_NEAR_LABELS`` of them, the closest): there the side of the line is hard to see.
+NEAR_THRESHOLD_DB = 2.0
+_MAX_NEAR_LABELS = 8
 
 _CSS = """
 :root { --pass: #1a7f37; --fail: #cf222e; --inc: #9a6700; --info: #57606a; --line: #d0d7de;
@@ -45,7 +50,8 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fo
 table { border-collapse: collapse; margin: 4px 0 8px; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: var(--bg-soft); font-weight: 600; }
-td.num { text-align: right; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
+td.num { text-align: right; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px;
+         white-space: nowrap; }
 tr.bad td { background: #ffebe9; }
 .badge { display: inline-block; padding: 2px 9px; border-radius: 12px; font-size: 12px; font-weight: 700;
          color: #fff; letter-spacing: .03em; white-space: nowrap; }
@@ -75,6 +81,12 @@ figcaption { font-size: 12px; color: #57606a; padding: 4px 4px 0; }
 ul.notes { margin: 4px 0; padding-left: 20px; }
 details > summary { cursor: pointer; color: #424a53; margin: 14px 0 4px; font-weight: 600; }
 .muted { color: #57606a; }
+.table-scroll { overflow-x: auto; max-width: 100%; }
+@media (max-width: 600px) {
+  body { padding: 12px 10px 32px; }
+  section.check { padding: 12px 10px; }
+  .stat { min-width: 0; padding: 8px 12px; }
+}
 """
 
 
@@ -189,11 +201,18 @@ def _layer_ticks(ax, x: Sequence[int]) -> None:
         ax.set_xlim(min(x) - 0.5, max(x) + 0.5)
 
 
-def _plot_sqnr(report: "Report") -> str | None:
+def sqnr_figure(report: "Report"):
+    """The per-layer SQNR plot of ``report`` as a matplotlib Figure (None without layer data).
+
+    Layers below ``min_layer_sqnr_db`` are drawn as crosses (gid ``sqnr-below``), the others as
+    dots (gid ``sqnr-pass``): the shape tells them apart, not the colour alone. Finite values
+    within :data:`NEAR_THRESHOLD_DB` of the threshold carry their value as a label.
+    """
     layers = report.layers
     if not layers:
         return None
     threshold = _sqnr_threshold(report)
+    gated = threshold is not None and math.isfinite(threshold)
     s = sqnr_series(layers, threshold)
     x, y = s["x"], s["y"]
     first_bad = _first_bad_name(report)
@@ -201,14 +220,18 @@ def _plot_sqnr(report: "Report") -> str | None:
     ax = fig.add_subplot()
     _style_axes(ax)
     ax.plot(x, y, color=_BLUE, linewidth=1.4, zorder=2)
-    plain = [(xi, yi) for xi, yi, c, f in zip(x, y, s["clipped"], s["floor_clipped"]) if not c and not f
-             and math.isfinite(yi) and (threshold is None or yi >= threshold)]
-    low = [(xi, yi) for xi, yi, c, f in zip(x, y, s["clipped"], s["floor_clipped"]) if not c and not f
-           and math.isfinite(yi) and threshold is not None and yi < threshold]
+    finite = [(xi, yi) for xi, yi, c, f in zip(x, y, s["clipped"], s["floor_clipped"])
+              if not c and not f and math.isfinite(yi)]
+    plain = [(xi, yi) for xi, yi in finite if not gated or yi >= threshold]
+    low = [(xi, yi) for xi, yi in finite if gated and yi < threshold]
     if plain:
-        ax.scatter(*zip(*plain), s=22, color=_BLUE, zorder=3, label="layer SQNR")
+        ax.scatter(*zip(*plain), s=22, marker="o", color=_BLUE, zorder=3, gid="sqnr-pass",
+                   label="layer SQNR" + (" (at or above threshold)" if gated else ""))
     if low:
-        ax.scatter(*zip(*low), s=22, color=_RED, zorder=3, label="below threshold")
+        ax.scatter(*zip(*low), s=60, marker="X", color=_RED, edgecolors="white", linewidths=0.6, zorder=4,
+                   gid="sqnr-below", label=f"below threshold ({len(low)} layer{'s' if len(low) != 1 else ''})")
+    if gated:
+        _label_near_threshold(ax, finite, threshold)
     inf_pts = [(xi, yi) for xi, yi, c in zip(x, y, s["clipped"]) if c]
     if inf_pts:
         ax.axhline(s["ceiling"], color=_GREY, linewidth=0.8, linestyle=":", zorder=1)
@@ -218,7 +241,7 @@ def _plot_sqnr(report: "Report") -> str | None:
     if ninf_pts:
         ax.scatter(*zip(*ninf_pts), s=40, marker="v", color=_RED, zorder=3,
                    label=f"SQNR = −∞ (drawn at {s['floor']:g} dB)")
-    if threshold is not None and math.isfinite(threshold):
+    if gated:
         ax.axhline(threshold, color=_RED, linestyle="--", linewidth=1.1, zorder=1,
                    label=f"min layer SQNR ({threshold:g} dB)")
     if first_bad:
@@ -240,7 +263,24 @@ def _plot_sqnr(report: "Report") -> str | None:
     ax.set_ylabel("SQNR (dB, higher is better)", fontsize=9)
     ax.set_title("Per-layer SQNR through depth", fontsize=10.5)
     _legend(fig, ax)
-    return _png(fig)
+    return fig
+
+
+def _label_near_threshold(ax, points: Sequence[tuple[int, float]], threshold: float) -> None:
+    """Write the value beside the points closest to the threshold line, where the eye cannot tell
+    on which side they lie: above the point when it passes, below it when it fails."""
+    near = sorted((p for p in points if abs(p[1] - threshold) <= NEAR_THRESHOLD_DB),
+                  key=lambda p: abs(p[1] - threshold))[:_MAX_NEAR_LABELS]
+    for xi, yi in near:
+        below = yi < threshold
+        ax.annotate(f"{yi:.1f}", (xi, yi), xytext=(0, -9 if below else 6), textcoords="offset points",
+                    ha="center", va="top" if below else "bottom", fontsize=7.5,
+                    color=_RED if below else _BLUE, gid="sqnr-near-label")
+
+
+def _plot_sqnr(report: "Report") -> str | None:
+    fig = sqnr_figure(report)
+    return None if fig is None else _png(fig)
 
 
 def _label_ceiling_tick(ax, ceiling: float) -> None:
@@ -350,6 +390,11 @@ def _figure(src: str | None, alt: str, caption: str) -> str:
 
 
 # ---------------------------------------------------------------------- sections
+def _table(cls: str, inner: str) -> str:
+    """A table in its own horizontal scroller: on a narrow screen it scrolls, not the page."""
+    return f'<div class="table-scroll"><table class="{cls}">{inner}</table></div>'
+
+
 def _metric_row(m: "MetricResult") -> str:
     label, unit, _ = _metric_info(m.name)
     level = m.extra.get("confidence", 0.95)
@@ -377,7 +422,7 @@ def _metrics_table(report: "Report") -> str:
     level = next((m.extra["confidence"] for m in report.metrics.values() if m.extra.get("confidence")), 0.95)
     head = (f"<tr><th>metric</th><th>estimate</th><th>{_esc(f'{level:.0%}')} CI</th><th>threshold</th>"
             "<th>verdict</th><th>probes / tokens</th></tr>")
-    return f"<table class=\"metrics\"><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    return _table("metrics", f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody>")
 
 
 def _kl_table(report: "Report") -> str:
@@ -387,7 +432,7 @@ def _kl_table(report: "Report") -> str:
     head = "".join(f"<th>{_esc(label)}</th>" for key, label in _KL_KEYS if key in q)
     cells = "".join(f'<td class="num">{_esc(_fmt_g(q[key], 4))}</td>' for key, _ in _KL_KEYS if key in q)
     return ("<h3>KL per token (nats)</h3>"
-            f"<table class=\"kl\"><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>")
+            + _table("kl", f"<thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody>"))
 
 
 def _past(gate: "MetricResult | None", value: Any) -> bool:
@@ -420,7 +465,7 @@ def _by_tag_table(report: "Report") -> str:
         rows.append(f"<tr><td>{_esc(tag)}</td>{''.join(cells)}</tr>")
     return ("<h3>By probe tag</h3><p class=\"muted\">Values past the check's thresholds are in red "
             "(point estimates per tag, no confidence interval).</p>"
-            f"<table class=\"by-tag\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            + _table("by-tag", f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"))
 
 
 def _layer_row(layer: "LayerResult", first_bad: str | None, threshold: float | None, with_attn: bool) -> str:
@@ -450,7 +495,7 @@ def _layers_table(report: "Report") -> str:
     rows = [_layer_row(layer, first_bad, threshold, with_attn) for layer in layers]
     opened = " open" if len(layers) <= 16 and report.verdict != "pass" else ""
     return (f"<details{opened}><summary>Per-layer metrics ({len(layers)} layers)</summary>"
-            f"<table class=\"layers\"><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></details>")
+            + _table("layers", f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody>") + "</details>")
 
 
 def _where_it_starts(report: "Report") -> str:
@@ -501,9 +546,9 @@ def _identity(report: "Report") -> str:
                     for k, v in thresholds.items())
     out = "<details><summary>Models, probes and thresholds</summary>"
     if rows:
-        out += f"<table class=\"identity\"><tbody>{rows}</tbody></table>"
+        out += _table("identity", f"<tbody>{rows}</tbody>")
     if trows:
-        out += f"<table class=\"thresholds\"><tbody>{trows}</tbody></table>"
+        out += _table("thresholds", f"<tbody>{trows}</tbody>")
     return out + "</details>"
 
 
@@ -522,7 +567,9 @@ def _check_section(index: int, label: str, report: "Report", plots: bool) -> str
     if plots:
         figures = [
             _figure(_plot_sqnr(report), f"per-layer SQNR of {label}",
-                    "SQNR of each layer's output against the baseline; the dashed line is min_layer_sqnr_db."),
+                    "SQNR of each layer's output against the baseline; the dashed line is min_layer_sqnr_db. "
+                    "✕: a layer below it; ●: at or above it; values within "
+                    f"{NEAR_THRESHOLD_DB:g} dB of the line are written beside their point."),
             _figure(_plot_kl(report), f"per-token KL quantiles of {label}",
                     "Quantiles of the per-token KL(baseline ‖ candidate); max_kl gates the mean."),
             _figure(_plot_attention(report), f"per-layer attention JS divergence of {label}",
