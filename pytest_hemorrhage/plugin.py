@@ -8,6 +8,7 @@ when a check actually runs.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Generator
 
@@ -245,7 +246,26 @@ class HemorrhageFixture:
 @pytest.fixture
 def hemorrhage(request: pytest.FixtureRequest) -> HemorrhageFixture:
     """Run hemorrhage checks: ``hemorrhage.check(baseline, candidate, probes=None)``."""
+    _refuse_in_given(request)
     return HemorrhageFixture(request)
+
+
+def _refuse_in_given(request: pytest.FixtureRequest) -> None:
+    """Name ``hemorrhage_fuzz`` where Hypothesis would stop a ``@given`` test that takes this
+    function-scoped fixture (its ``function_scoped_fixture`` health check), without a word about it."""
+    hypothesis = sys.modules.get("hypothesis")  # not imported: no @given test in this run
+    function = getattr(request, "function", None)
+    if hypothesis is None or function is None or not hypothesis.is_hypothesis_test(function):
+        return
+    settings = getattr(function, "_hypothesis_internal_use_settings", None)  # where Hypothesis' plugin reads them
+    if settings is not None and hypothesis.HealthCheck.function_scoped_fixture in settings.suppress_health_check:
+        return
+    pytest.fail(
+        f"{request.node.nodeid}: the hemorrhage fixture is function-scoped, and Hypothesis stops a @given test "
+        "that takes one (FailedHealthCheck, function_scoped_fixture); take the hemorrhage_fuzz fixture instead: "
+        "the same checks and thresholds, made for @given (see docs/fuzzing.md)",
+        pytrace=False,
+    )
 
 
 class HemorrhageFuzzFixture(HemorrhageFixture):
