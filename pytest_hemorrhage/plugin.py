@@ -275,8 +275,9 @@ class HemorrhageFuzzFixture(HemorrhageFixture):
     not apply); each call uses the test that is running: its marker's thresholds, its id. ``check``
     fails only on a *decided* hemorrhage and rejects an inconclusive example, so shrinking
     converges on real breaks (:mod:`pytest_hemorrhage.fuzzing`). A test's examples stand in the
-    session summary, the report file and JUnit as one check: the falsifying one, or else the last
-    passing one (see :func:`pytest_hemorrhage.fuzzing.representative`).
+    session summary, the report file and JUnit as one check: for a failed test the falsifying
+    example's, for a passing one its last hemorrhage found or else its last pass
+    (:func:`pytest_hemorrhage.fuzzing.representative`).
     """
 
     def __init__(self, config: pytest.Config) -> None:  # no per-test state: see _item and reports
