@@ -23,11 +23,11 @@ import pytest_hemorrhage as ph
 # Mean KL grows with k; under MAX_KL the mildest k that does not pass is inconclusive (its KL
 # estimate inside, its confidence bound past it) and a few steps harsher come decided failures.
 MAX_KL = 0.005
-KS = range(0, 41)
+KS = range(16, 41)  # k below 16 passes by a wide margin: left out to keep the test fast
 FAMILY = f"""
 from hypothesis import given, settings, strategies as st
 
-FUZZ = settings(max_examples=25, derandomize=True, database=None, deadline=None)
+FUZZ = settings(max_examples=15, derandomize=True, database=None, deadline=None)
 ONLY_KL = pytest.mark.hemorrhage(max_kl={MAX_KL}, min_top1_agreement=0.0, max_ppl_ratio=100.0, max_rms_dp=1.0)
 
 
