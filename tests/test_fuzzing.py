@@ -81,3 +81,19 @@ def test_representative_is_the_falsifying_check_or_the_last_pass(reports) -> Non
     assert fuzzing.representative([i], test_failed=False) == (i, "last check of 1 example, 1 inconclusive")
     with pytest.raises(ValueError):
         fuzzing.representative([], test_failed=False)
+
+
+def test_only_the_replayed_falsifying_example_is_final() -> None:
+    seen = []
+
+    @settings(max_examples=5, database=None, deadline=None)
+    @given(st.integers(0, 10))
+    def fails_from_3(k):
+        seen.append((k, fuzzing.in_final_example()))
+        assert k < 3
+
+    with pytest.raises(AssertionError):
+        fails_from_3()
+    assert seen[-1] == (3, True)  # shrunk, then replayed once more as the final example
+    assert not any(final for _, final in seen[:-1])
+    assert not fuzzing.in_final_example()  # outside a Hypothesis test

@@ -132,8 +132,11 @@ def test_shrinking_converges_on_a_decided_hemorrhage(pytester: pytest.Pytester, 
             hemorrhage_fuzz.check(MODEL, candidate(k), PROBES, layers=None, suggest=False)
         """)
     )
-    result = pytester.runpytest("-p", "no:randomly", "--hemorrhage-report=checks.json", "--junitxml=junit.xml")
+    result = pytester.runpytest("-p", "no:randomly", "--hemorrhage-report=checks.json", "--junitxml=junit.xml",
+                                "--hypothesis-show-statistics")
     result.assert_outcomes(failed=2)
+    # The rejected examples are counted where Hypothesis users look for them.
+    result.stdout.fnmatch_lines(["*test_fuzz:*", "*hemorrhage: inconclusive (rejected)*"])
     out = result.stdout.str()
     assert _falsifying_k(out, "test_gate") == mildest_not_passing
     assert _falsifying_k(out, "test_fuzz") == mildest_hemorrhage
