@@ -7,6 +7,7 @@ when a check actually runs.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -257,6 +258,8 @@ def _refuse_in_given(request: pytest.FixtureRequest) -> None:
     function = getattr(request, "function", None)
     if hypothesis is None or function is None or not hypothesis.is_hypothesis_test(function):
         return
+    if "hemorrhage" not in inspect.signature(function).parameters:
+        return  # taken through another fixture: Hypothesis checks only the test's own arguments
     settings = getattr(function, "_hypothesis_internal_use_settings", None)  # where Hypothesis' plugin reads them
     if settings is not None and hypothesis.HealthCheck.function_scoped_fixture in settings.suppress_health_check:
         return

@@ -92,7 +92,7 @@ def test_hemorrhage_fixture_in_given_names_hemorrhage_fuzz_which_passes_the_heal
                                  "PASS * test_inner.py::test_with_hemorrhage_fuzz [[]last pass of * examples[]]  KL *"])
 
 
-def test_hemorrhage_fixture_stays_usable_where_the_health_check_is_suppressed(
+def test_hemorrhage_fixture_stays_usable_where_hypothesis_allows_it(
         pytester: pytest.Pytester, inner) -> None:
     inner(
         with_family("""
@@ -103,9 +103,20 @@ def test_hemorrhage_fixture_stays_usable_where_the_health_check_is_suppressed(
         @given(k=st.integers(0, 1))
         def test_suppressed(hemorrhage, k):
             hemorrhage.check(MODEL, candidate(k), PROBES, layers=None)
+
+        # Taken through an autouse fixture, which Hypothesis does not check either.
+        @pytest.fixture(autouse=True)
+        def checked(hemorrhage):
+            yield
+            assert all(report.passed for report in hemorrhage.reports)
+
+        @FUZZ
+        @given(k=st.integers(0, 1))
+        def test_through_autouse(k):
+            pass
         """)
     )
-    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
 
 
 def test_shrinking_converges_on_a_decided_hemorrhage(pytester: pytest.Pytester, inner) -> None:
