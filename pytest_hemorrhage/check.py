@@ -90,11 +90,11 @@ def assert_no_hemorrhage(baseline: Any, candidate: Any, probes: Any = None, **kw
     """
     report = run_check(baseline, candidate, probes, **kwargs)
     if not report.passed:
-        raise HemorrhageDetected(report.to_text(_accept_advice(report)), report)
+        raise HemorrhageDetected(report.to_text(library_accept_advice(report)), report)
     return report
 
 
-def _accept_advice(report: Report) -> list[str]:
+def library_accept_advice(report: Report) -> list[str]:
     """How a library caller accepts a failing check on purpose: a looser threshold argument."""
     keywords = ", ".join(f"{key}=..." for key in thresholds_to_loosen(report))
     return [f"pass a looser threshold, assert_no_hemorrhage(..., {keywords})"] if keywords else []

@@ -7,7 +7,9 @@ when a check actually runs.
 
 from __future__ import annotations
 
+import inspect
 import os
+import sys
 from pathlib import Path
 from typing import Any, Generator
 
@@ -18,6 +20,8 @@ from .session import PER_WORKER, HemorrhageSession, Settings, accept_advice
 from .thresholds import MARKER, Thresholds, option_name
 
 SESSION_KEY = pytest.StashKey[HemorrhageSession]()
+CURRENT_ITEM_KEY = pytest.StashKey[pytest.Item]()
+FUZZ_KEY = pytest.StashKey["HemorrhageFuzzFixture"]()
 
 MARKER_DOC = (
     "hemorrhage(**thresholds): thresholds for the `hemorrhage` fixture's checks in this test, e.g. "
@@ -228,9 +232,12 @@ class HemorrhageFixture:
         overrides = {k: arguments.pop(k) for k in list(arguments)
                      if k in Thresholds.keys() or k.startswith(("max_", "min_"))}
         arguments["thresholds"] = self.thresholds.merged(overrides, source="hemorrhage.check() keyword arguments")
-        suffix = f"[{len(self.reports)}]" if self.reports else ""
-        arguments["name"] = arguments.pop("name", None) or self._item.nodeid + suffix
+        arguments["name"] = arguments.pop("name", None) or self._default_name()
         return arguments
+
+    def _default_name(self) -> str:
+        """The test id, numbered from the second check of the test on."""
+        return self._item.nodeid + (f"[{len(self.reports)}]" if self.reports else "")
 
     def _record(self, report: Any) -> None:
         self.reports.append(report)
@@ -240,7 +247,139 @@ class HemorrhageFixture:
 @pytest.fixture
 def hemorrhage(request: pytest.FixtureRequest) -> HemorrhageFixture:
     """Run hemorrhage checks: ``hemorrhage.check(baseline, candidate, probes=None)``."""
+    _refuse_in_given(request)
     return HemorrhageFixture(request)
+
+
+def _refuse_in_given(request: pytest.FixtureRequest) -> None:
+    """Name ``hemorrhage_fuzz`` where Hypothesis would stop a ``@given`` test that takes this
+    function-scoped fixture (its ``function_scoped_fixture`` health check), without a word about it."""
+    hypothesis = sys.modules.get("hypothesis")  # not imported: no @given test in this run
+    function = getattr(request, "function", None)
+    if hypothesis is None or function is None or not hypothesis.is_hypothesis_test(function):
+        return
+    if "hemorrhage" not in inspect.signature(function).parameters:
+        return  # taken through another fixture: Hypothesis checks only the test's own arguments
+    settings = getattr(function, "_hypothesis_internal_use_settings", None)  # where Hypothesis' plugin reads them
+    if settings is not None and hypothesis.HealthCheck.function_scoped_fixture in settings.suppress_health_check:
+        return
+    pytest.fail(
+        f"{request.node.nodeid}: the hemorrhage fixture is function-scoped, and Hypothesis stops a @given test "
+        "that takes one (FailedHealthCheck, function_scoped_fixture); take the hemorrhage_fuzz fixture instead: "
+        "the same checks and thresholds, made for @given (see docs/fuzzing.md)",
+        pytrace=False,
+    )
+
+
+class HemorrhageFuzzFixture(HemorrhageFixture):
+    """The ``hemorrhage_fuzz`` fixture: the checks of ``hemorrhage``, safe inside ``@given``.
+
+    One object serves the whole session (Hypothesis' ``function_scoped_fixture`` health check does
+    not apply); each call uses the test that is running: its marker's thresholds, its id. ``check``
+    fails only on a *decided* hemorrhage and rejects an inconclusive example, so shrinking
+    converges on real breaks (:mod:`pytest_hemorrhage.fuzzing`). A test's examples stand in the
+    session summary, the report file and JUnit as one check: for a failed test the falsifying
+    example's, for a passing one its last hemorrhage found or else its last pass
+    (:func:`pytest_hemorrhage.fuzzing.representative`).
+    """
+
+    def __init__(self, config: pytest.Config) -> None:  # no per-test state: see _item and reports
+        self._config = config
+        self._session = _session(config)
+        self._pending: dict[str, list[Any]] = {}  # test id -> its checks, until the test ends
+
+    @property
+    def _item(self) -> pytest.Item:  # type: ignore[override]
+        item = self._config.stash.get(CURRENT_ITEM_KEY, None)
+        if item is None:
+            raise InvalidArgument(
+                "hemorrhage_fuzz checks belong to a test, and no test is running (a call from a hook, "
+                "at collection or after the session?); call it from a test function or a fixture"
+            )
+        return item
+
+    @property
+    def reports(self) -> list[Any]:  # type: ignore[override]
+        """The checks of the running test so far, every example's."""
+        return self._pending.setdefault(self._item.nodeid, [])
+
+    def __repr__(self) -> str:  # Hypothesis prints it in every falsifying example
+        return "<hemorrhage_fuzz fixture>"
+
+    def check(self, baseline: Any, candidate: Any, probes: Any = None, **kwargs: Any):
+        """Compare; raise :class:`HemorrhageDetected` on a decided hemorrhage; reject an inconclusive
+        example inside a Hypothesis test (outside one it fails, as ``hemorrhage.check`` does).
+
+        The diagnosis and, unless ``suggest=False`` or ``--hemorrhage-no-suggest``, the mitigations
+        tried on copies are added to the falsifying example Hypothesis replays last only.
+        """
+        __tracebackhide__ = True
+        from .fuzzing import raise_if_hemorrhage
+        from .snapshot import Snapshot
+        from .sources.pairing import opened
+
+        suggest = kwargs.pop("suggest", None)
+        suggest = self._session.settings.suggest if suggest is None else bool(suggest)
+        baseline = opened(baseline, "baseline")
+        report = self.compare(baseline, candidate, probes, **kwargs)
+        return raise_if_hemorrhage(report, baseline, candidate, probes, suggest=suggest,
+                                   advice=accept_advice(report, isinstance(baseline, Snapshot)),
+                                   rerun={**self._session.settings.compare_defaults(), **kwargs})
+
+    def hemorrhages(self, baseline: Any, candidate: Any, probes: Any = None, **kwargs: Any) -> bool:
+        """Compare and say whether it is a decided hemorrhage (never raises on the verdict): the
+        condition for ``hypothesis.find``. An inconclusive comparison is not one."""
+        from .fuzzing import hemorrhages
+
+        return hemorrhages(self.compare(baseline, candidate, probes, **kwargs))
+
+    def record(self, report: Any) -> Any:
+        """Count ``report``, computed earlier, as the running test's latest check (for a cache of
+        verdicts: the check that stands for the test is chosen from the ones recorded)."""
+        self._record(report)
+        return report
+
+    def _default_name(self) -> str:
+        return self._item.nodeid
+
+    def _record(self, report: Any) -> None:
+        self.reports.append(report)
+
+    def finish(self, item: pytest.Item, test_failed: bool) -> None:
+        """Record the check that stands for ``item``'s examples in the session (summary, report
+        file) and on the item (JUnit properties)."""
+        from dataclasses import replace
+
+        from .fuzzing import representative
+
+        reports = self._pending.pop(item.nodeid, [])
+        if not reports:
+            return
+        chosen, why = representative(reports, test_failed)
+        chosen = replace(chosen, name=f"{chosen.name} [{why}]", notes=[*chosen.notes, f"fuzzing: {why}"])
+        index = sum(check["nodeid"] == item.nodeid for check in self._session.checks)
+        item.user_properties.extend(self._session.record(item.nodeid, chosen, index))
+        item.user_properties.append(("hemorrhage_fuzz_examples", str(len(reports))))
+
+
+@pytest.fixture(scope="session")
+def hemorrhage_fuzz(pytestconfig: pytest.Config) -> HemorrhageFuzzFixture:
+    """Hemorrhage checks inside ``@given`` tests: ``hemorrhage_fuzz.check(baseline, candidate)``
+    fails on a decided hemorrhage and rejects an inconclusive example; thresholds and records
+    follow the running test."""
+    fuzz = HemorrhageFuzzFixture(pytestconfig)
+    pytestconfig.stash[FUZZ_KEY] = fuzz
+    return fuzz
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
+    """Tell ``hemorrhage_fuzz`` (one object for the session) which test is running."""
+    item.config.stash[CURRENT_ITEM_KEY] = item
+    try:
+        return (yield)
+    finally:
+        del item.config.stash[CURRENT_ITEM_KEY]
 
 
 @pytest.fixture(scope="session")
@@ -271,7 +410,12 @@ def hemorrhage_default_model(pytestconfig: pytest.Config):
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Give the test's outcome to its checks: a failing check inside an xfail or a passing test was expected."""
+    """Give the test's outcome to its checks (a failing check inside an xfail or a passing test was expected);
+    first, hemorrhage_fuzz records the check that stands for the test's examples."""
+    if call.when == "call":  # before the report exists: it copies the item's user_properties
+        fuzz = item.config.stash.get(FUZZ_KEY, None)
+        if fuzz is not None:
+            fuzz.finish(item, test_failed=call.excinfo is not None)
     report = yield
     if report.when == "call":
         if hasattr(report, "wasxfail"):  # a strict XPASS has none: it is a plain failure

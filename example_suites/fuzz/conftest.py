@@ -1,6 +1,10 @@
 """Fixtures of the fuzzing suite: small probes, a baseline snapshot captured once, and a bench
 that builds and judges one drawn modification at a time on a single reusable working copy.
 
+Every comparison goes through the plugin's ``hemorrhage_fuzz`` fixture (session-scoped, so safe
+inside ``@given``): it takes the running test's thresholds (marker > command line > ini), and each
+test's checks stand in the session summary, ``--hemorrhage-report`` and JUnit as one check.
+
 Cost model (why the suite stays within a few minutes on 2 CPU cores):
 
 * The baseline runs once: ``record_snapshot(baseline, probes)`` with no path keeps its outputs
@@ -9,8 +13,8 @@ Cost model (why the suite stays within a few minutes on 2 CPU cores):
   once, its weights are restored from the baseline's state dict with ``copy_`` and the drawn
   modification is applied to it in place. If a modification changes the structure (adds or
   removes modules, resizes a weight), the next example gets a fresh deep copy instead.
-* Verdicts are memoised per effective config: Hypothesis' shrinker revisits the same config
-  often (e.g. with a ``group_size`` that per-channel quantization ignores).
+* Verdicts are memoised per effective config and thresholds: Hypothesis' shrinker revisits the
+  same config often (e.g. with a ``group_size`` that per-channel quantization ignores).
 * Everything runs on ONE intra-op thread (``FUZZ_THREADS``). Building a candidate is hundreds of
   small element-wise passes and the fuzz probes are small batches; on a 2-core machine shared
   with other jobs a second thread mostly waits on the thread pool. Measured here (SmolLM2-135M,
@@ -31,7 +35,7 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from pytest_hemorrhage import Probes, compare, record_snapshot
+from pytest_hemorrhage import Probes, fuzzing, record_snapshot
 
 #: Probe set of the fuzz suite: 8 built-in probes of up to 64 tokens. Enough to see a
 #: modification whose mean KL is past ``max_kl`` (a failure needs far less evidence than a pass).
@@ -84,8 +88,8 @@ class Evaluation:
 
     @property
     def hemorrhages(self) -> bool:
-        """The mean KL *estimate* is past ``max_kl``: a definite hemorrhage, not just a lack of evidence."""
-        return self.report.metrics["kl"].verdict == "fail"
+        """A decided hemorrhage (an estimate past its threshold), not just a lack of evidence."""
+        return fuzzing.hemorrhages(self.report)
 
     def line(self) -> str:
         kl = self.report.metrics["kl"]
@@ -93,18 +97,22 @@ class Evaluation:
         sparsity = getattr(self.config, "sparsity", None)
         exact = f" (sparsity {sparsity:g})" if sparsity is not None and self.config.method != "nm" else ""
         return (f"{self.config.describe()}{exact}: mean KL {kl.estimate:.4f} (95% CI {kl.ci_low:.4f}-{kl.ci_high:.4f}, "
-                f"max {kl.threshold}), same top-1 {top1.estimate:.1%}, gate {self.report.verdict}")
+                f"max {kl.threshold}), same top-1 {top1.estimate:.1%} (min {top1.threshold:.0%}), "
+                f"gate {self.report.verdict}")
 
 
 class CandidateBench:
-    """Builds candidates on one working copy of ``baseline`` and judges them against ``snapshot``.
+    """Builds candidates on one working copy of ``baseline`` and judges them against ``snapshot``
+    with ``judge`` (the ``hemorrhage_fuzz`` fixture).
 
     ``threads``: intra-op threads while building and comparing (None: torch's default).
     """
 
-    def __init__(self, baseline: torch.nn.Module, snapshot: Any, threads: int | None = FUZZ_THREADS) -> None:
+    def __init__(self, baseline: torch.nn.Module, snapshot: Any, judge: Any,
+                 threads: int | None = FUZZ_THREADS) -> None:
         self.baseline = baseline
         self.snapshot = snapshot
+        self.judge = judge
         self.threads = threads
         self._source = baseline.state_dict()
         self._signature = self._structure(baseline)
@@ -133,6 +141,10 @@ class CandidateBench:
             self._dirty = False
         return self._work
 
+    def torch_threads(self) -> contextlib.AbstractContextManager[None]:
+        """The bench's thread setting, for a comparison made outside :meth:`evaluate`."""
+        return torch_threads(self.threads)
+
     def build(self, config: Any) -> torch.nn.Module:
         """The candidate for ``config``: restored working copy, modified in place."""
         work = self.restore()
@@ -148,13 +160,16 @@ class CandidateBench:
         return candidate
 
     def evaluate(self, config: Any) -> Evaluation:
-        """Build ``config`` and compare it against the snapshot (memoised per effective config)."""
-        key = config_key(config)
-        if key not in self._memo:
+        """Build ``config`` and compare it against the snapshot with the running test's thresholds
+        (memoised per effective config and thresholds; a memoised verdict counts as the test's check)."""
+        key = (config_key(config), self.judge.thresholds)
+        if key in self._memo:
+            self.judge.record(self._memo[key].report)
+        else:
             start = time.perf_counter()
             candidate = self.build(config)
             with torch_threads(self.threads):
-                report = compare(self.snapshot, candidate, name=config.describe())
+                report = self.judge.compare(self.snapshot, candidate, name=config.describe())
             evaluation = Evaluation(config, report, time.perf_counter() - start)
             self._memo[key] = evaluation
             self.evaluations.append(evaluation)
@@ -179,9 +194,9 @@ def fuzz_snapshot(baseline_model, fuzz_probes):
 
 
 @pytest.fixture(scope="session")
-def bench(request, baseline_model, fuzz_snapshot) -> CandidateBench:
-    """Shared by every fuzz test, so a config judged once is never judged again."""
-    bench = CandidateBench(baseline_model, fuzz_snapshot)
+def bench(request, baseline_model, fuzz_snapshot, hemorrhage_fuzz) -> CandidateBench:
+    """Shared by every fuzz test, so a config judged once (under the same thresholds) is never judged again."""
+    bench = CandidateBench(baseline_model, fuzz_snapshot, hemorrhage_fuzz)
     request.config.stash[BENCH_KEY] = bench
     return bench
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -92,3 +93,36 @@ def test_workers_checks_are_merged(pytester: pytest.Pytester) -> None:
     assert verdicts["test_fail_b"]["hemorrhage_verdict"] == "fail"
     assert verdicts["test_two_b"]["hemorrhage[1]_verdict"] == "pass"
     assert "hemorrhage_output_sqnr_db" in verdicts["test_fail_a"]
+
+
+FUZZ_BODY = BODY.split("def test_pass_")[0] + """
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=3, database=None, deadline=None)
+@given(k=st.integers(0, 2))
+def test_fuzz_{n}(hemorrhage_fuzz, k):
+    hemorrhage_fuzz.check(MODEL, noisy(k * 1e-4), PROBES)
+"""
+
+
+def test_hemorrhage_fuzz_checks_are_merged(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_inner_a=FUZZ_BODY.format(n="a"), test_inner_b=FUZZ_BODY.format(n="b"))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "--dist=loadfile",
+        "--hemorrhage-report=report.json", "--junitxml=junit.xml",
+    )
+    result.assert_outcomes(passed=2)
+    # One check per fuzzed test, from each worker, in the controller's report and JUnit.
+    checks = json.loads((pytester.path / "report.json").read_text())["checks"]
+    assert sorted(c["nodeid"] for c in checks) == ["test_inner_a.py::test_fuzz_a", "test_inner_b.py::test_fuzz_b"]
+    examples = {}
+    for check in checks:
+        found = re.search(r"\[last pass of (\d+) examples?\]$", check["report"]["name"])
+        assert check["report"]["verdict"] == "pass" and found, check["report"]["name"]
+        examples[check["nodeid"].split("::")[1]] = found.group(1)
+    root = ET.parse(pytester.path / "junit.xml").getroot()
+    for case in root.iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert props["hemorrhage_verdict"] == "pass", props
+        assert props["hemorrhage_fuzz_examples"] == examples[case.get("name")], props
