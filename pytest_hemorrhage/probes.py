@@ -373,7 +373,7 @@ def as_probes(probes: Any, baseline: Any = None) -> Probes:
                 "probes: none given and no tokenizer is known for the baseline"
                 + (f" ({reason})" if reason else "")
                 + "; pass probes=Probes.builtin(tokenizer) or Probes.from_texts(tokenizer, texts), or register "
-                "the model's tokenizer once: register_tokenizer(model, tokenizer)"
+                "the model's tokenizer once: ph.register_tokenizer(model, tokenizer)"
             )
         return Probes.builtin(tok)
     if isinstance(probes, torch.Tensor):
