@@ -343,7 +343,11 @@ def tokenizer_for(model: Any) -> Any:
     folder = model_folder_of(model)
     if folder is None:
         return None
-    found = folder_tokenizer(folder)
+    try:
+        found = folder_tokenizer(folder)
+    except InvalidArgument as exc:  # files there that do not load: said where a tokenizer is needed
+        register_missing_tokenizer(model, f"the tokenizer files in its folder do not load: {exc}")
+        return None
     if found is None:
         register_missing_tokenizer(model, f"its folder {folder} holds no tokenizer; save it there with "
                                           "tokenizer.save_pretrained(folder)")

@@ -30,7 +30,7 @@ def load_tokenizer(path: str | os.PathLike[str], role: str = "model") -> Any:
 
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - missing files, unknown classes, missing libraries: one answer
         raise InvalidArgument(
             f"{role}: no tokenizer in {path} ({exc.__class__.__name__}); save it beside the model "
             "with tokenizer.save_pretrained(folder)"
@@ -51,14 +51,14 @@ def _stamps(folder: Path) -> tuple[float, ...]:
 
 
 def folder_tokenizer(folder: Path) -> Any:
-    """The tokenizer saved in ``folder`` (loaded once per folder and file state), or None when it holds none."""
+    """The tokenizer saved in ``folder`` (loaded once per folder and file state), or None when it holds none.
+
+    Raises :class:`InvalidArgument` when tokenizer files are there but do not load.
+    """
     stamps = _stamps(folder)
     if not stamps:
         return None
     key = (str(folder.resolve()), stamps)
     if key not in _LOADED:
-        try:
-            _LOADED[key] = load_tokenizer(folder)
-        except InvalidArgument:
-            _LOADED[key] = None
+        _LOADED[key] = load_tokenizer(folder)
     return _LOADED[key]

@@ -67,10 +67,16 @@ def _token_count(tokenizer: Any, vocab: dict[str, int] | None) -> int | None:
         return len(vocab) if vocab is not None else None
 
 
+def _origin(tokenizer: Any) -> str | None:
+    """Where the tokenizer was loaded from (its ``name_or_path``), or None when it does not say."""
+    where = getattr(tokenizer, "name_or_path", None)
+    return where if isinstance(where, str) and where else None
+
+
 def _source_folder(tokenizer: Any) -> str:
     """`` (from FOLDER)`` when the tokenizer says where it was loaded from, else nothing."""
-    where = getattr(tokenizer, "name_or_path", None)
-    return f" (from {where})" if isinstance(where, str) and where else ""
+    where = _origin(tokenizer)
+    return f" (from {where})" if where else ""
 
 
 def _vocab_mismatch(role_a: str, vocab_a: dict[str, int], role_b: str, vocab_b: dict[str, int]) -> str | None:
@@ -195,7 +201,9 @@ def _tokenizer_mismatch(baseline: Any, candidate: Any, probes: Any) -> str | Non
                 continue
             problem = _vocab_mismatch(role_a, vocab_a, role_b, vocab_b)
             if problem:
-                return f"tokenizer mismatch: {problem}. {_FIX}"
+                sources = "; ".join(f"{role} tokenizer from {_origin(tok)}"
+                                    for role, tok in ((role_a, tok_a), (role_b, tok_b)) if _origin(tok))
+                return f"tokenizer mismatch: {problem}{f' ({sources})' if sources else ''}. {_FIX}"
     models = [(role, model) for role, model in (("baseline", baseline), ("candidate", candidate))
               if model is not None and not isinstance(getattr(model, "tokenizer_record", None), TokenizerRecord)]
     checked: set[tuple[int, int]] = set()

@@ -59,6 +59,7 @@ def test_probes_from_a_bert_tokenizer_against_a_model_with_its_own_tokenizer_fai
     msg = str(info.value)
     assert msg.startswith("tokenizer mismatch: the baseline tokenizer has 121 tokens, the probes tokenizer 40")
     assert "first difference at id 0: baseline '[UNK]', probes '[PAD]'" in msg
+    assert f"(baseline tokenizer from {folder}; probes tokenizer from {bert.name_or_path})" in msg
     assert "build the probes with it" in msg and ALLOW in msg and "--allow-tokenizer-mismatch" in msg
     assert watch.calls == 0
 
@@ -214,3 +215,13 @@ def test_a_model_whose_folder_holds_no_tokenizer_says_the_one_line_needed(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ph.compare(model, copy.deepcopy(model), layers=None).passed
+
+
+def test_tokenizer_files_that_do_not_load_leave_explicit_probes_working(tmp_path):
+    tiny_llama().save_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert ph.compare(model, copy.deepcopy(model), random_token_ids(2, 8), layers=None).passed
+    with pytest.raises(InvalidArgument, match=r"no tokenizer is known for the baseline \(the tokenizer files in its "
+                                              r"folder do not load: .*\); pass probes="):
+        ph.compare(model, copy.deepcopy(model))
