@@ -92,10 +92,14 @@ def _vocab_mismatch(role_a: str, vocab_a: dict[str, int], role_b: str, vocab_b: 
     return f"{sizes}; they map some token to different ids"  # one side gives a token two ids
 
 
-def vocab_size(model: Any) -> tuple[int, str] | None:
-    """``(token ids, where that was read)`` of a model: its output rows, input embedding rows or ``config.vocab_size``."""
-    for getter, where in (("get_output_embeddings", "output embedding rows"),
-                          ("get_input_embeddings", "input embedding rows")):
+def vocab_size(model: Any, outputs: bool = True) -> tuple[int, str] | None:
+    """``(token ids, where that was read)`` of a model, or None when it does not say.
+
+    Read from its output rows, else its input embedding rows, else ``config.vocab_size``;
+    ``outputs=False`` leaves the output rows out: the ids its embedding can look up.
+    """
+    getters = [("get_output_embeddings", "output embedding rows")] if outputs else []
+    for getter, where in getters + [("get_input_embeddings", "input embedding rows")]:
         try:  # transformers' default getters raise for models that do not define them
             module = getattr(model, getter)()
         except (AttributeError, NotImplementedError, TypeError):
@@ -260,27 +264,17 @@ def check_context_length(model: Any, probes: Any) -> None:
     )
 
 
-def _vocab_size(model: Any) -> int | None:
-    try:  # transformers' default get_input_embeddings raises for models that do not define it
-        embeddings = model.get_input_embeddings()
-    except (AttributeError, NotImplementedError, TypeError):
-        embeddings = None
-    size = getattr(embeddings, "num_embeddings", None)
-    if size is None:
-        size = getattr(getattr(model, "config", None), "vocab_size", None)
-    return size if isinstance(size, int) and size > 0 else None
-
-
 def check_token_ids(model: Any, probes: Any) -> None:
     """Raise :class:`InvalidArgument` when a probe holds a token id outside the model's vocabulary.
 
     Such ids crash the embedding lookup with an index error (or read garbage on some devices);
     they usually mean the probes were tokenized with another model's tokenizer.
     """
-    size = _vocab_size(model)
-    probe_set = _token_probes(model, probes) if size is not None else None
+    known = vocab_size(model, outputs=False)
+    probe_set = _token_probes(model, probes) if known is not None else None
     if probe_set is None:
         return
+    size = known[0]
     for i, ids in enumerate(probe_set.token_ids):
         if 0 <= min(ids) and max(ids) < size:
             continue

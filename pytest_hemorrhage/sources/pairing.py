@@ -29,7 +29,8 @@ __all__ = ["pair_sources", "live_model", "opened"]
 
 
 def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "auto", output: str = "auto",
-                 generation: int = 0, allow_tokenizer_mismatch: bool = False) -> tuple[Source, Source, Probes, list[str]]:
+                 generation: int = 0,
+                 allow_tokenizer_mismatch: bool = False) -> tuple[Source, Source, Probes, list[str]]:
     """``(baseline source, candidate source, probe set, notes)``, after every check of the inputs.
 
     Checks, in order: the kinds of both sides, the pair (not one object twice, no shared storage,
