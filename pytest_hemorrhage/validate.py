@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,12 +173,17 @@ def check_tokenizers(baseline: Any, candidate: Any, probes: Any = None, *, allow
     the model's ``config.bos_token_id`` / ``config.eos_token_id`` where both are known.
     A recorded baseline (one with a ``tokenizer_record``, such as a
     :class:`~pytest_hemorrhage.snapshot.Snapshot`) is checked through the tokenizer hash it was
-    recorded with. ``allow=True`` returns the mismatch found (or None) instead of raising.
+    recorded with. ``allow=True`` (a deliberate mismatch) warns instead of raising, and returns the
+    warning's text for the report's notes; otherwise, and when all agree, the result is None.
     """
     problem = _tokenizer_mismatch(baseline, candidate, probes)
-    if problem is not None and not allow:
+    if problem is None:
+        return None
+    if not allow:
         raise HemorrhageError(f"{problem} {ALLOW_MISMATCH_HINT}")
-    return problem
+    note = f"allowed (allow_tokenizer_mismatch=True): {problem}"
+    warnings.warn(note, UserWarning, stacklevel=3)
+    return note
 
 
 def _tokenizer_mismatch(baseline: Any, candidate: Any, probes: Any) -> str | None:

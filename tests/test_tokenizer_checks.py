@@ -225,3 +225,21 @@ def test_tokenizer_files_that_do_not_load_leave_explicit_probes_working(tmp_path
     with pytest.raises(InvalidArgument, match=r"no tokenizer is known for the baseline \(the tokenizer files in its "
                                               r"folder do not load: .*\); pass probes="):
         ph.compare(model, copy.deepcopy(model))
+
+
+# ---------------------------------------------------------------------- snapshots record the probes' tokenizer
+def test_a_snapshot_recorded_on_texts_keeps_their_tokenizer_and_refuses_another(tmp_path, bert):
+    mine = _tokenizer_with("<s>", "</s>", size=60)
+    base = tiny_llama()  # no tokenizer registered: the probes' one is recorded
+    snap = ph.record_snapshot(base, Probes.from_texts(mine, ["w3 w4 w5 w6", "w7 w8 w9"]), tmp_path / "s.safetensors")
+    candidate = copy.deepcopy(base)
+    register_tokenizer(candidate, _tokenizer_with("<s>", "</s>", size=50))
+    with pytest.raises(HemorrhageError, match=r"tokenizer mismatch: the snapshot .*s.safetensors was recorded with "
+                                              r"tokenizer [0-9a-f]{12}, the candidate tokenizer is [0-9a-f]{12}"):
+        ph.compare(snap, candidate)
+    register_tokenizer(candidate, mine)
+    assert ph.compare(snap, candidate).passed
+    with pytest.raises(HemorrhageError, match=r"marks the start of a text with id 2 \('\[CLS\]'\)"):
+        ph.record_snapshot(base, Probes.from_texts(bert, TEXTS))
+    with pytest.warns(UserWarning, match="tokenizer mismatch"):
+        ph.record_snapshot(base, Probes.from_texts(bert, TEXTS), allow_tokenizer_mismatch=True)

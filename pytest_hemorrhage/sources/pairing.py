@@ -9,7 +9,6 @@ place that tells the kinds apart.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +41,7 @@ def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "a
     base = _source(baseline, "baseline", layers, output)
     cand = base.paired_with(_source(candidate, "candidate", layers, output), generation)
     allowed = check_tokenizers(base.origin, cand.origin, probes, allow=allow_tokenizer_mismatch)
-    notes = []
-    if allowed is not None:
-        notes.append(f"allowed (allow_tokenizer_mismatch=True): {allowed}")
-        warnings.warn(notes[-1], UserWarning, stacklevel=3)
+    notes = [allowed] if allowed is not None else []
     probe_set = base.probes_for(probes)
     for source in (base, cand):
         source.check(probe_set)
