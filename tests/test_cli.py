@@ -256,3 +256,17 @@ def test_a_bert_candidate_folder_is_named_for_its_vocabulary(model_dirs, tmp_pat
     assert "vocabulary mismatch: the baseline LlamaForCausalLM has 128 token ids (output embedding rows), the " \
            "candidate BertLMHeadModel 40" in err
     assert "Tokenize the probes" not in err
+
+
+def test_a_candidate_folder_with_another_tokenizer_fails_against_a_baseline_folder(model_dirs, tmp_path, capsys):
+    from model_folders import save_word_tokenizer
+
+    wrong = tmp_path / "wrong_tokenizer"
+    tiny_llama().save_pretrained(wrong)
+    save_word_tokenizer(wrong, size=60)
+    argv = ["compare", model_dirs["base"], str(wrong), "--probes", "4", "--max-length", "16", "--no-suggest"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer mismatch: the baseline tokenizer has 121 tokens, the candidate tokenizer 61" in err
+    assert f"(baseline tokenizer from {model_dirs['base']}; candidate tokenizer from {wrong})" in err
+    assert main([*argv, "--allow-tokenizer-mismatch"]) == 0
