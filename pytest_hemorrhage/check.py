@@ -68,13 +68,15 @@ def run_check(baseline: Any, candidate: Any, probes: Any = None, *, suggest: boo
     Never raises on a failing verdict: front ends decide how to fail (an AssertionError in the
     library and pytest, an exit code in the command line). Keyword arguments are those of
     :func:`~pytest_hemorrhage.engine.compare` (``thresholds``, ``layers``, ``batch_size``,
-    ``device`` ...), threshold overrides included; ``layers``, ``batch_size`` and ``device`` are used
-    again when mitigations are re-measured. ``suggest=False`` skips the mitigations (faster).
+    ``device``, ``allow_tokenizer_mismatch`` ...), threshold overrides included; ``layers``, ``batch_size``,
+    ``device`` and ``allow_tokenizer_mismatch`` are used again when mitigations are re-measured.
+    ``suggest=False`` skips the mitigations (faster).
     """
     baseline, candidate = opened(baseline, "baseline"), opened(candidate, "candidate")  # once, for the explanation too
     report = compare(baseline, candidate, probes, **kwargs)
     if not report.passed:
-        rerun = {k: kwargs[k] for k in ("layers", "batch_size", "device") if k in kwargs}
+        rerun = {k: kwargs[k] for k in ("layers", "batch_size", "device", "allow_tokenizer_mismatch")
+                 if k in kwargs}
         rerun.setdefault("layers", "auto")
         explain(report, baseline, candidate, probes, suggest=suggest, **rerun)
     return report

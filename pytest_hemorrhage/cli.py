@@ -1,7 +1,7 @@
 """The ``hemorrhage`` command: a CI gate without writing tests.
 
     hemorrhage snapshot MODEL_DIR --out FILE [--probes 64] [--max-length 128]
-    hemorrhage compare BASELINE_DIR_OR_SNAPSHOT CANDIDATE_DIR [--max-kl 0.02] [--no-suggest] [--json r.json] [--junit r.xml] [--markdown r.md] [--html r.html]
+    hemorrhage compare BASELINE_DIR_OR_SNAPSHOT CANDIDATE_DIR [--max-kl 0.02] [--no-suggest] [--allow-tokenizer-mismatch] [--json r.json] [--junit r.xml] [--markdown r.md] [--html r.html]
     hemorrhage sweep [MODEL_DIR] --modify sparsity --strengths 0.1,0.2,0.3 [--probes 32] [--json s.json] [--plot s.png] [--require 0.2]
 
 A failing ``compare`` explains itself as the library does: the vulnerability pattern and, against a
@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,6 +32,7 @@ from .sweep import MODIFY_SHORTCUTS
 from .thresholds import Thresholds, option_name
 
 EXIT_PASSED, EXIT_HEMORRHAGE, EXIT_USAGE = 0, 1, 2
+_PROBES, _MAX_LENGTH = 64, 128  # the built-in probe set of ``snapshot`` and ``compare``
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,10 +64,14 @@ def _add_progress(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def _add_probe_options(parser: argparse.ArgumentParser, default_n: int = 64) -> None:
-    parser.add_argument("--probes", type=int, default=default_n, metavar="N",
-                        help=f"built-in probes to use (default {default_n})")
-    parser.add_argument("--max-length", type=int, default=128, metavar="T", help="tokens per probe (default 128)")
+def _add_probe_options(parser: argparse.ArgumentParser, default_n: int = _PROBES, snapshot_fixes: bool = False) -> None:
+    """--probes, --max-length, --batch-size; with ``snapshot_fixes``, a snapshot baseline decides the defaults."""
+    on_probes, on_length = ("; against a snapshot: the recorded ones, and N takes the first N of them",
+                            "; against a snapshot: the recorded length, which T must equal") if snapshot_fixes else ("", "")
+    parser.add_argument("--probes", type=int, default=None if snapshot_fixes else default_n, metavar="N",
+                        help=f"built-in probes to use (default {default_n}{on_probes})")
+    parser.add_argument("--max-length", type=int, default=None if snapshot_fixes else _MAX_LENGTH, metavar="T",
+                        help=f"tokens per probe (default {_MAX_LENGTH}{on_length})")
     parser.add_argument("--batch-size", type=int, default=8, metavar="B")
 
 
@@ -101,7 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="compare a candidate model folder against a baseline model folder")
     cmp_.add_argument("baseline", help="baseline: a Hugging Face model folder, or a snapshot file")
     cmp_.add_argument("candidate", help="candidate: a Hugging Face model folder")
-    _add_probe_options(cmp_)
+    _add_probe_options(cmp_, snapshot_fixes=True)
+    cmp_.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                      help="compare although the tokenizers of the baseline, candidate or probes differ "
+                           "(a deliberate change of tokenizer); the report notes it")
     cmp_.add_argument("--device", default=None, help="torch device (default: cpu)")
     cmp_.add_argument("--no-suggest", dest="suggest", action="store_false",
                       help="on a failure, do not try mitigations on copies of the baseline (faster failures)")
@@ -167,6 +177,33 @@ def _model_with_tokenizer(path: str, role: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def _snapshot_probes(snapshot: Any, args: argparse.Namespace) -> Any:
+    """The probes to compare on against a snapshot: the recorded ones, the first ``--probes`` N of them.
+
+    A snapshot fixes its probes: ``--max-length`` other than the recorded length, or more probes
+    than were recorded, cannot apply and are refused.
+    """
+    recorded = snapshot.probes
+    if args.max_length is not None:
+        found = re.search(r"max_length=(\d+)", recorded.name)
+        if found is None or int(found.group(1)) != args.max_length:
+            length = f"max_length={found.group(1)}" if found else f"probes {recorded.name!r}"
+            raise HemorrhageError(
+                f"--max-length {args.max_length}: the snapshot {args.baseline} fixes its probes ({length}); "
+                f"drop --max-length, or record a snapshot with it: hemorrhage snapshot BASELINE_MODEL_DIR "
+                f"--max-length {args.max_length} --out FILE"
+            )
+    if args.probes is None or args.probes == len(recorded):
+        return None  # the snapshot's own probes
+    if not 1 <= args.probes < len(recorded):
+        raise HemorrhageError(
+            f"--probes {args.probes}: the snapshot {args.baseline} holds {len(recorded)} probes; pass --probes "
+            f"1 to {len(recorded)} (the first N are used), or record a snapshot with more: hemorrhage snapshot "
+            f"BASELINE_MODEL_DIR --probes {args.probes} --out FILE"
+        )
+    return recorded.subset(range(args.probes))
+
+
 def _accept_advice(report: Any, snapshot: str | None) -> list[str]:
     """How a command-line user accepts a failing comparison on purpose."""
     options = " ".join(f"{option_name(key, '--')} VALUE" for key in thresholds_to_loosen(report))
@@ -205,14 +242,21 @@ def _compare(args: argparse.Namespace) -> int:
 
         baseline = load_snapshot(args.baseline)
         snapshot = args.baseline
-        probes = None  # the snapshot's own probes
+        probes = _snapshot_probes(baseline, args)
     else:
         baseline, tokenizer = _model_with_tokenizer(args.baseline, "baseline")
-        probes = Probes.builtin(tokenizer, n=args.probes, max_length=args.max_length)
-    candidate = load_model(args.candidate, "candidate")[0]
-    report = run_check(baseline, candidate, probes, thresholds=thresholds, suggest=args.suggest,
-                       batch_size=args.batch_size, device=args.device, progress=progress,
-                       name=f"{args.candidate} vs {args.baseline}")
+        probes = Probes.builtin(tokenizer, n=_PROBES if args.probes is None else args.probes,
+                                max_length=_MAX_LENGTH if args.max_length is None else args.max_length)
+    candidate, candidate_tokenizer = load_model(args.candidate, "candidate")
+    if candidate_tokenizer is None:
+        print(f"hemorrhage: warning: the candidate folder {args.candidate} holds no tokenizer, so it was not "
+              "checked against the baseline's; save it there with tokenizer.save_pretrained(folder)", file=sys.stderr)
+    with warnings.catch_warnings():  # an allowed tokenizer mismatch is a note of the report printed below
+        warnings.filterwarnings("ignore", message=r"allowed \(allow_tokenizer_mismatch=True\)")
+        report = run_check(baseline, candidate, probes, thresholds=thresholds, suggest=args.suggest,
+                           batch_size=args.batch_size, device=args.device, progress=progress,
+                           name=f"{args.candidate} vs {args.baseline}",
+                           allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
     advice = _accept_advice(report, snapshot)
     print(report.to_text(advice))
     written = _Written()

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import torch
 
+from . import arguments
 from .capture import host_to
 from .errors import HemorrhageError, InvalidArgument
 from .generation import generation_metrics
@@ -250,6 +251,7 @@ def compare(
     topk: int = 5,
     progress: bool = False,
     name: str | None = None,
+    allow_tokenizer_mismatch: bool = False,
     **threshold_overrides: Any,
 ) -> Report:
     """Compare ``candidate`` against ``baseline`` on ``probes`` and judge against ``thresholds``.
@@ -268,6 +270,9 @@ def compare(
     ``sequential=True`` visits the probes in a seeded random order and stops as soon as a
     confidence sequence (valid under optional stopping) shows every gated metric clearly passing
     or one clearly failing; ``report.sequential`` says how many probes were used.
+    The tokenizers known for the models and the probes must agree with each other and with the
+    models (:func:`~pytest_hemorrhage.validate.check_tokenizers`); ``allow_tokenizer_mismatch=True``
+    turns a mismatch into a warning and a note in the report, for deliberate cases.
     A batch that runs out of memory is retried in halves and the rest of the run uses the
     smaller batch size (with a warning). Extra keyword arguments are threshold overrides
     (``max_kl=0.01``).
@@ -279,8 +284,11 @@ def compare(
         raise InvalidArgument(f"topk: must be a positive integer, got {topk!r}")
     if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
         raise InvalidArgument(f"generation: must be a number of new tokens >= 0, got {generation!r}")
-    base, cand, probe_set = pair_sources(baseline, candidate, probes, layers=layers, output=output,
-                                         generation=generation)
+    base, cand, probe_set, notes = pair_sources(baseline, candidate, probes, layers=layers, output=output,
+                                                generation=generation,
+                                                allow_tokenizer_mismatch=arguments.flag("allow_tokenizer_mismatch",
+                                                                                        allow_tokenizer_mismatch))
+    _check_applies(base, cand, attention, topk)
     with ExitStack() as opened:
         for source in (base, cand):
             opened.enter_context(source.opened(device, attention))
@@ -294,6 +302,7 @@ def compare(
             gen = generation_metrics(base.model, cand.model, probe_set, generation, batch_size=used,
                                      decoding=(base.decoding, cand.decoding))
     report = _build_report(run, thr, probe_set, name)
+    report.notes.extend(notes)
     report.generation = gen
     if stopper is not None:
         stopper.annotate(report, run.kind, run.tokens)
@@ -306,6 +315,24 @@ def compare(
         report.identity["batch_size"] = used
         report.notes.append(f"ran out of memory at batch size {batch_size}; measured with batch size {used}")
     return report
+
+
+def _check_applies(baseline: Source, candidate: Source, attention: bool, topk: int) -> None:
+    """Refuse options the sources cannot honour, rather than leave them out unsaid."""
+    if attention:
+        blind = next((source for source in (baseline, candidate) if not source.attentions), None)
+        if blind is not None:
+            raise InvalidArgument(
+                f"attention=True: the {blind.role} ({blind.label}) gives no attention probabilities (a snapshot "
+                "records none); compare against the live baseline model for attention metrics, or leave attention off"
+            )
+    for source in (baseline, candidate):
+        limit = getattr(source, "topk_limit", None)  # a Source of its own may not say
+        if limit is not None and topk > limit:
+            raise InvalidArgument(
+                f"topk: {topk} asked for, but the {source.role} ({source.label}) holds the top {limit} tokens only; "
+                f"pass topk={limit} or less, or record the snapshot again with record_snapshot(..., topk={topk})"
+            )
 
 
 def _split(batch: ProbeBatch) -> tuple[ProbeBatch, ProbeBatch]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import InvalidArgument
 from .probes import register_missing_tokenizer, register_tokenizer
+from .tokenizer_files import load_tokenizer
 
 __all__ = ["check_model_folder", "load_model", "load_tokenizer"]
 
@@ -32,19 +33,6 @@ def check_model_folder(path: str | os.PathLike[str], role: str = "model") -> Pat
             f"{role}: {path} is not a Hugging Face model folder (no config.json); save one with {_SAVE_HINT}"
         )
     return folder
-
-
-def load_tokenizer(path: str | os.PathLike[str], role: str = "model") -> Any:
-    """The tokenizer saved in ``path``, or an InvalidArgument saying how to save one there."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise InvalidArgument(
-            f"{role}: no tokenizer in {path} ({exc.__class__.__name__}); save it beside the model "
-            "with tokenizer.save_pretrained(folder)"
-        ) from None
 
 
 def load_model(path: str | os.PathLike[str], role: str = "model") -> tuple[Any, Any]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from .errors import InvalidArgument
+from .tokenizer_files import folder_tokenizer, model_folder_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -52,6 +53,9 @@ class Probes:
     tags: list[str] = field(default_factory=list)
     labels: "torch.Tensor | None" = None
     name: str = "custom"
+    #: The tokenizer the probes were made with (set by :meth:`from_texts` and :meth:`builtin`), or None.
+    #: Comparisons check that it belongs to the models; it is no part of the probes' identity.
+    tokenizer: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.token_ids is None) == (self.tensors is None):
@@ -103,7 +107,7 @@ class Probes:
         for text in texts:
             enc = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
             ids.append(list(enc[:max_length] if max_length else enc))
-        return cls(token_ids=ids, tags=list(tags or []), name=name)
+        return cls(token_ids=ids, tags=list(tags or []), name=name, tokenizer=tokenizer)
 
     @classmethod
     def from_tensors(cls, inputs: "torch.Tensor", labels: "torch.Tensor | None" = None,
@@ -171,7 +175,7 @@ class Probes:
             chosen = drawn[start:start + size]
             start += size
             out.append(cls(token_ids=[ids for _, ids in chosen], tags=[tag for tag, _ in chosen],
-                           name=f"{call}[{part}]{apart}"))
+                           name=f"{call}[{part}]{apart}", tokenizer=tokenizer))
         return out
 
     # ------------------------------------------------------------------ views
@@ -204,7 +208,8 @@ class Probes:
         tags = [self.tags[i] for i in idx]
         labels = self.labels[idx] if self.labels is not None else None
         if self.token_ids is not None:
-            return Probes(token_ids=[self.token_ids[i] for i in idx], tags=tags, labels=labels, name=self.name)
+            return Probes(token_ids=[self.token_ids[i] for i in idx], tags=tags, labels=labels, name=self.name,
+                          tokenizer=self.tokenizer)
         return Probes(tensors=self.tensors[idx], tags=tags, labels=labels, name=self.name)
 
     def by_tag(self, tag: str) -> "Probes":
@@ -323,11 +328,32 @@ def register_missing_tokenizer(model: Any, reason: str) -> None:
 
 
 def tokenizer_for(model: Any) -> Any:
-    """The tokenizer registered for ``model`` (``default_model`` registers its own), or None."""
+    """The tokenizer of ``model``, or None when none is known.
+
+    That is the one registered for it (``default_model`` and :func:`~pytest_hemorrhage.model_folder.load_model`
+    register theirs), else the one saved in the local folder the model was loaded from
+    (``AutoModelForCausalLM.from_pretrained(folder)``; read once, then registered).
+    """
     try:
-        return _TOKENIZERS.get(model)
+        known = _TOKENIZERS.get(model)
+        if known is not None or model in _NO_TOKENIZER_REASONS:
+            return known
     except TypeError:  # not weak-referenceable
         return None
+    folder = model_folder_of(model)
+    if folder is None:
+        return None
+    try:
+        found = folder_tokenizer(folder)
+    except InvalidArgument as exc:  # files there that do not load: said where a tokenizer is needed
+        register_missing_tokenizer(model, f"the tokenizer files in its folder do not load: {exc}")
+        return None
+    if found is None:
+        register_missing_tokenizer(model, f"its folder {folder} holds no tokenizer; save it there with "
+                                          "tokenizer.save_pretrained(folder)")
+    else:
+        register_tokenizer(model, found)
+    return found
 
 
 def as_probes(probes: Any, baseline: Any = None) -> Probes:
@@ -350,7 +376,8 @@ def as_probes(probes: Any, baseline: Any = None) -> Probes:
             raise InvalidArgument(
                 "probes: none given and no tokenizer is known for the baseline"
                 + (f" ({reason})" if reason else "")
-                + "; pass probes=Probes.builtin(tokenizer) or Probes.from_texts(tokenizer, texts)"
+                + "; pass probes=Probes.builtin(tokenizer) or Probes.from_texts(tokenizer, texts), or register "
+                "the model's tokenizer once: ph.register_tokenizer(model, tokenizer)"
             )
         return Probes.builtin(tok)
     if isinstance(probes, torch.Tensor):

@@ -28,11 +28,12 @@ import torch
 from torch import nn
 
 from .capture import host_to
+from .arguments import flag
 from .errors import InvalidArgument, SnapshotError
 from .files import atomic_write_bytes
 from .probes import Probes, as_probes, tokenizer_for
 from .sources.module import ModuleSource, evaluating
-from .validate import TokenizerRecord, tokenizer_sha256
+from .validate import TokenizerRecord, check_tokenizers, tokenizer_sha256
 
 __all__ = [
     "Snapshot",
@@ -258,17 +259,26 @@ def record_snapshot(
     seed: int = 0,
     batch_size: int = 8,
     progress: bool = False,
+    allow_tokenizer_mismatch: bool = False,
 ) -> Snapshot:
     """Record ``baseline`` on ``probes``; write it to ``path`` (atomically) when given.
 
-    Returns the :class:`Snapshot`, which :func:`compare` accepts in place of the baseline.
+    Returns the :class:`Snapshot`, which :func:`compare` accepts in place of the baseline. The
+    hash of ``tokenizer`` (else the baseline's, else the one the probes were made with) is
+    recorded, and a candidate compared later must have the same one. Probes whose tokenizer does
+    not belong to the baseline are refused, as :func:`compare` refuses them, unless
+    ``allow_tokenizer_mismatch=True``.
     """
     for name, value, low in (("topk", topk, 1), ("tail_samples", tail_samples, 1), ("sketch_dim", sketch_dim, 1),
                              ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or value < low:
             raise InvalidArgument(f"{name}: must be an integer >= {low}, got {value!r}")
-    tokenizer = tokenizer if tokenizer is not None else tokenizer_for(baseline)
     probe_set = as_probes(probes, baseline)
+    check_tokenizers(baseline, None, probe_set, allow=flag("allow_tokenizer_mismatch", allow_tokenizer_mismatch))
+    for known in (tokenizer, tokenizer_for(baseline), probe_set.tokenizer):
+        if known is not None:
+            tokenizer = known
+            break
     if not probe_set.is_tokens:
         raise InvalidArgument("probes: snapshots are recorded for language models on token probes")
     source = ModuleSource(baseline, "baseline", layers)

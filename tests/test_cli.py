@@ -2,6 +2,7 @@
 
 import copy
 import json
+import warnings
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -184,3 +185,88 @@ def test_a_folder_without_config_is_still_named_as_such(model_dirs, tmp_path, no
     empty.mkdir()
     assert main(["compare", model_dirs["base"], str(empty)]) == 2
     assert f"candidate: {empty} is not a Hugging Face model folder (no config.json)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- tokenizers and options against a snapshot
+@pytest.fixture(scope="module")
+def recorded_16(model_dirs, tmp_path_factory):
+    """A snapshot of the base folder on 16 built-in probes of 32 tokens."""
+    path = tmp_path_factory.mktemp("snap16") / "base.safetensors"
+    assert main(["snapshot", model_dirs["base"], "--out", str(path), "--probes", "16", "--max-length", "32"]) == 0
+    return str(path)
+
+
+def test_a_candidate_folder_with_another_tokenizer_fails_the_snapshot_gate(model_dirs, recorded_16, tmp_path, capsys):
+    from model_folders import save_word_tokenizer
+    from transformers import AutoTokenizer
+
+    wrong = tmp_path / "wrong_tokenizer"
+    tiny_llama().save_pretrained(wrong)
+    save_word_tokenizer(wrong, size=60)  # the model's own weights, a tokenizer of another vocabulary
+    assert main(["compare", recorded_16, str(wrong), "--no-suggest"]) == 2
+    err = capsys.readouterr().err
+    assert f"tokenizer mismatch: the snapshot {recorded_16} was recorded with tokenizer" in err
+    assert f"the candidate tokenizer (from {wrong}) is" in err and "--allow-tokenizer-mismatch" in err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, as a note of the report
+        assert main(["compare", recorded_16, str(wrong), "--no-suggest", "--allow-tokenizer-mismatch"]) == 0
+    assert "note: allowed (allow_tokenizer_mismatch=True): tokenizer mismatch" in capsys.readouterr().out
+    # The same tokenizer saved again is the same tokenizer: no false alarm.
+    same = tmp_path / "same_tokenizer"
+    tiny_llama().save_pretrained(same)
+    AutoTokenizer.from_pretrained(model_dirs["base"]).save_pretrained(same)
+    assert main(["compare", recorded_16, str(same)]) == 0
+
+
+def test_a_candidate_folder_without_tokenizer_is_said_to_be_unchecked(recorded_16, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    tiny_llama().save_pretrained(bare)
+    assert main(["compare", recorded_16, str(bare)]) == 0
+    assert f"warning: the candidate folder {bare} holds no tokenizer, so it was not checked" in capsys.readouterr().err
+
+
+def test_probes_and_max_length_against_a_snapshot_apply_or_are_refused(model_dirs, recorded_16, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["compare", recorded_16, model_dirs["broken"], "--no-suggest", "--probes", "5", "--json", str(out),
+                 "--max-length", "32"]) == 1
+    assert json.loads(out.read_text())["identity"]["n_probes"] == 5  # the first 5 recorded probes
+    assert main(["compare", recorded_16, model_dirs["same"], "--probes", "16", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["identity"]["n_probes"] == 16
+    capsys.readouterr()
+    for argv, message in [
+        (["--probes", "32"], f"--probes 32: the snapshot {recorded_16} holds 16 probes; pass --probes 1 to 16"),
+        (["--probes", "0"], "--probes 0: the snapshot"),
+        (["--max-length", "64"], f"--max-length 64: the snapshot {recorded_16} fixes its probes (max_length=32); "
+                                 "drop --max-length, or record a snapshot with it"),
+    ]:
+        assert main(["compare", recorded_16, model_dirs["same"], *argv]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_a_bert_candidate_folder_is_named_for_its_vocabulary(model_dirs, tmp_path, capsys):
+    from model_folders import bert_tokenizer
+    from transformers import BertConfig, BertLMHeadModel
+
+    folder = tmp_path / "bert"
+    BertLMHeadModel(BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, is_decoder=True)).save_pretrained(folder)
+    bert_tokenizer(folder)
+    assert main(["compare", model_dirs["base"], str(folder), "--probes", "4", "--max-length", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "vocabulary mismatch: the baseline LlamaForCausalLM has 128 token ids (output embedding rows), the " \
+           "candidate BertLMHeadModel 40" in err
+    assert "Tokenize the probes" not in err
+
+
+def test_a_candidate_folder_with_another_tokenizer_fails_against_a_baseline_folder(model_dirs, tmp_path, capsys):
+    from model_folders import save_word_tokenizer
+
+    wrong = tmp_path / "wrong_tokenizer"
+    tiny_llama().save_pretrained(wrong)
+    save_word_tokenizer(wrong, size=60)
+    argv = ["compare", model_dirs["base"], str(wrong), "--probes", "4", "--max-length", "16", "--no-suggest"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer mismatch: the baseline tokenizer has 121 tokens, the candidate tokenizer 61" in err
+    assert f"(baseline tokenizer from {model_dirs['base']}; candidate tokenizer from {wrong})" in err
+    assert main([*argv, "--allow-tokenizer-mismatch"]) == 0

@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save
 from tiny_models import random_token_ids, tiny_llama
 
 from pytest_hemorrhage.engine import compare
-from pytest_hemorrhage.errors import SnapshotError
+from pytest_hemorrhage.errors import InvalidArgument, SnapshotError
 from pytest_hemorrhage.probes import Probes, as_probes
 from pytest_hemorrhage.snapshot import (
     FORMAT,
@@ -558,3 +558,32 @@ def test_candidate_with_other_vocabulary(recorded):
         compare(snap, tiny_llama(vocab=256))
     msg = str(info.value)
     assert "vocabulary mismatch" in msg and "128" in msg and "256" in msg and UPDATE in msg
+
+
+# ---------------------------------------------------------------------- options a snapshot fixes
+def test_the_first_probes_of_a_recording_are_compared_on_their_recorded_rows(recorded, model, probes):
+    snap = load_snapshot(recorded[0])
+    candidate = _noisy(model, scale=0.05)
+    first = Probes.from_token_ids(probes[:6].tolist())
+    against_snapshot = compare(snap, candidate, first)
+    live = compare(model, candidate, first)
+    assert against_snapshot.identity["n_probes"] == 6
+    # Top-1 agreement and the target's log-probability are stored exactly: the same figures as live.
+    assert against_snapshot.metrics["top1"].estimate == live.metrics["top1"].estimate
+    assert against_snapshot.metrics["ppl_ratio"].estimate == pytest.approx(live.metrics["ppl_ratio"].estimate,
+                                                                            rel=1e-5)
+    assert against_snapshot.metrics["ppl_ratio"].estimate != compare(snap, candidate).metrics["ppl_ratio"].estimate
+    later = Probes.from_token_ids(probes[6:12].tolist())  # not the first ones: their rows would be misread
+    with pytest.raises(SnapshotError, match="probe hash differs"):
+        compare(snap, candidate, later)
+
+
+def test_options_a_snapshot_cannot_honour_are_refused(recorded, model):
+    snap = load_snapshot(recorded[0])
+    with pytest.raises(InvalidArgument, match=r"attention=True: the baseline \(snapshot .*\) gives no attention"):
+        compare(snap, _noisy(model), attention=True)
+    recorded_k = snap.meta["topk"]
+    with pytest.raises(InvalidArgument, match=rf"topk: {recorded_k + 1} asked for, but the baseline \(snapshot .*\) "
+                                              rf"holds the top {recorded_k} tokens only; pass topk={recorded_k}"):
+        compare(snap, _noisy(model), topk=recorded_k + 1)
+    assert compare(snap, _noisy(model), topk=recorded_k).metrics["topk"].extra["k"] == recorded_k

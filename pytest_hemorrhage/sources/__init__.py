@@ -90,6 +90,8 @@ class Source(Protocol):
     decoding: Any
     #: Whether :meth:`observe` can return attention probabilities.
     attentions: bool
+    #: The most top-k tokens the side can compare on (a snapshot records so many), or None for no limit.
+    topk_limit: int | None
 
     @property
     def label(self) -> str:

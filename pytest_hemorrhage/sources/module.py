@@ -15,7 +15,7 @@ from torch import nn
 from ..capture import ModelAdapter, adapt, capture_layers, eager_attention, module_tensors, parameter_count
 from ..errors import HemorrhageError, InvalidArgument
 from ..probes import ProbeBatch, Probes, as_probes
-from ..validate import check_context_length, check_token_ids
+from ..validate import check_context_length, check_token_ids, vocabulary_mismatch
 from .observation import TensorObservation
 
 __all__ = ["ModuleSource", "check_pair", "evaluating", "on_device", "pad_id", "dispatched"]
@@ -29,6 +29,7 @@ class ModuleSource:
     """
 
     attentions = True
+    topk_limit = None
 
     def __init__(self, model: nn.Module, role: str, layers: Any = "auto", output: str = "auto",
                  decoding: Any = None, described: Any = None) -> None:
@@ -150,7 +151,7 @@ class ModuleSource:
 
 
 def check_pair(baseline: nn.Module, candidate: nn.Module) -> None:
-    """Reject pairs that cannot give a meaningful comparison (same object, shared storage, meta)."""
+    """Reject pairs that cannot give a meaningful comparison (same object, shared storage, meta, other vocabularies)."""
     if candidate is baseline:
         raise HemorrhageError(
             "candidate is baseline: the same model object was passed twice, so the comparison "
@@ -176,6 +177,9 @@ def check_pair(baseline: nn.Module, candidate: nn.Module) -> None:
             f"{names[0] if names else 'a buffer'}): the modification was probably applied in place, "
             "so the baseline changed too. Apply it to copy.deepcopy(baseline) instead."
         )
+    different = vocabulary_mismatch(baseline, candidate)
+    if different:
+        raise HemorrhageError(different + ".")
 
 
 def _offloaded(model: nn.Module, parameter: str) -> bool:

@@ -28,20 +28,24 @@ __all__ = ["pair_sources", "live_model", "opened"]
 
 
 def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "auto", output: str = "auto",
-                 generation: int = 0) -> tuple[Source, Source, Probes]:
-    """``(baseline source, candidate source, probe set)``, after every check of the inputs.
+                 generation: int = 0,
+                 allow_tokenizer_mismatch: bool = False) -> tuple[Source, Source, Probes, list[str]]:
+    """``(baseline source, candidate source, probe set, notes)``, after every check of the inputs.
 
-    Checks, in order: the kinds of both sides, the pair (not one object twice, no shared storage;
-    a snapshot takes neither decoding settings nor ``generation``), the tokenizers, the probes
-    (resolved by the baseline side), and whether each side can run them.
+    Checks, in order: the kinds of both sides, the pair (not one object twice, no shared storage,
+    one vocabulary; a snapshot takes neither decoding settings nor ``generation``), the tokenizers,
+    the probes (resolved by the baseline side), and whether each side can run them. A tokenizer
+    mismatch raises unless ``allow_tokenizer_mismatch``; then it is warned about and returned in
+    ``notes`` for the report.
     """
     base = _source(baseline, "baseline", layers, output)
     cand = base.paired_with(_source(candidate, "candidate", layers, output), generation)
-    check_tokenizers(base.origin, cand.origin, probes)
+    allowed = check_tokenizers(base.origin, cand.origin, probes, allow=allow_tokenizer_mismatch)
+    notes = [allowed] if allowed is not None else []
     probe_set = base.probes_for(probes)
     for source in (base, cand):
         source.check(probe_set)
-    return base, cand, probe_set
+    return base, cand, probe_set, notes
 
 
 def opened(side: Any, role: str) -> Any:

@@ -21,6 +21,7 @@ from ..metrics import fused
 from ..metrics.outputs import OUTPUT_METRICS, logits_at, top_ids, topk_ids
 from ..probes import ProbeBatch, Probes, as_probes
 from ..snapshot import UPDATE_HINT, Snapshot, sign_keys, sketch_projection, sketch_signs, sketch_tokens
+from ..validate import vocabulary_mismatch
 
 __all__ = ["SnapshotSource", "SnapshotObservation", "output_metrics", "layer_sums"]
 
@@ -49,19 +50,33 @@ class SnapshotSource:
     def layer_names(self) -> list[str]:
         return self.snapshot.layer_names
 
+    @property
+    def topk_limit(self) -> int | None:
+        return self.snapshot.meta.get("topk")
+
     def paired_with(self, candidate: Any, generation: int) -> Any:
         if self.decoding is not None or candidate.decoding is not None or generation:
             raise InvalidArgument(
                 "decoding settings and generation=... need the live baseline model: a snapshot holds "
                 "only the baseline's top log-probabilities. Pass the baseline model instead."
             )
+        recorded = self.snapshot.meta.get("vocab_size")
+        different = vocabulary_mismatch(None, candidate.model, int(recorded)) if recorded is not None and \
+            candidate.model is not None else None
+        if different:
+            raise SnapshotError(f"{different}; if the baseline's vocabulary changed on purpose, {UPDATE_HINT}")
         return candidate
 
     def probes_for(self, probes: Any) -> Probes:
-        """The recorded probes when none are given; given ones must be those the snapshot was recorded on."""
+        """The recorded probes when none are given; given ones must be those the snapshot was recorded on,
+        or the first of them (``Probes.builtin(tokenizer, n=32)`` against a 64-probe recording)."""
         if probes is None:
             return self.snapshot.probes
         probe_set = as_probes(probes)
+        recorded = self.snapshot.probes
+        if probe_set.is_tokens and len(probe_set) < len(recorded) and \
+                recorded.subset(range(len(probe_set))).fingerprint() == probe_set.fingerprint():
+            return probe_set  # probe i is recorded probe i: each batch reads the rows recorded for it
         self.snapshot.check_identity(probes=probe_set)
         return probe_set
 
