@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from .errors import HemorrhageError
 from .files import atomic_write_text
 from .model_folder import check_model_folder, load_model, load_tokenizer
+from .progress import ProgressLines
 from .render.junit import junit_xml
 from .render.text import thresholds_to_loosen
 from .sweep import MODIFY_SHORTCUTS
@@ -210,9 +211,11 @@ def _compare(args: argparse.Namespace) -> int:
         baseline, tokenizer = _model_with_tokenizer(args.baseline, "baseline")
         probes = Probes.builtin(tokenizer, n=args.probes, max_length=args.max_length)
     candidate = load_model(args.candidate, "candidate")[0]
+    # The bar shows the probes; the lines say what the comparison and each mitigation took.
+    on_progress = ProgressLines(lambda line: print(line, file=sys.stderr, flush=True)) if progress else None
     report = run_check(baseline, candidate, probes, thresholds=thresholds, suggest=args.suggest,
                        batch_size=args.batch_size, device=args.device, progress=progress,
-                       name=f"{args.candidate} vs {args.baseline}")
+                       on_progress=on_progress, name=f"{args.candidate} vs {args.baseline}")
     advice = _accept_advice(report, snapshot)
     print(report.to_text(advice))
     written = _Written()
