@@ -51,7 +51,9 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
                 on_progress(event)
 
         start = time.perf_counter()
-        found = run_suggest(report, baseline, candidate, probes, on_progress=timed, **compare_kwargs)
+        # Only the figures are kept: each repaired copy is freed before the next mitigation makes its own.
+        found = run_suggest(report, baseline, candidate, probes, on_progress=timed, keep_models=False,
+                            **compare_kwargs)
         report.mitigation_time = {"total_seconds": round(time.perf_counter() - start, 3), "seconds": each}
         report.suggestions = [s.to_dict() for s in found]
         if found:
@@ -102,6 +104,9 @@ def assert_no_hemorrhage(baseline: Any, candidate: Any, probes: Any = None, **kw
     """
     report = run_check(baseline, candidate, probes, **kwargs)
     if not report.passed:
+        # The traceback keeps this frame (pytest keeps the last failure's for post-mortem debugging):
+        # it must not keep the models too, often a candidate copy made just for this call.
+        del baseline, candidate, probes, kwargs
         raise HemorrhageDetected(report.to_text(_accept_advice(report)), report)
     return report
 

@@ -15,6 +15,7 @@ from typing import Any, Generator, Iterator
 import pytest
 
 from .errors import HemorrhageDetected, InvalidArgument
+from .memory import release_freed_memory
 from .progress import OnProgress, ProgressLines
 from .session import PER_WORKER, HemorrhageSession, Settings, accept_advice, shows_progress
 from .thresholds import MARKER, Thresholds, option_name
@@ -22,6 +23,7 @@ from .thresholds import MARKER, Thresholds, option_name
 SESSION_KEY = pytest.StashKey[HemorrhageSession]()
 PROGRESS_KEY = pytest.StashKey["OnProgress | None"]()
 TERMINAL_PROGRESS_KEY = pytest.StashKey["_TerminalProgress"]()
+RAN_CHECKS_KEY = pytest.StashKey[bool]()
 
 MARKER_DOC = (
     "hemorrhage(**thresholds): thresholds for the `hemorrhage` fixture's checks in this test, e.g. "
@@ -271,7 +273,11 @@ class HemorrhageFixture:
         report = run_check(baseline, candidate, probes, suggest=suggest, **self._arguments(kwargs))
         self._record(report)
         if not report.passed:
-            raise HemorrhageDetected(report.to_text(accept_advice(report, isinstance(baseline, Snapshot))), report)
+            snapshot = isinstance(baseline, Snapshot)
+            # pytest keeps the last failure's traceback, and with it this frame: not the models as well
+            # (the candidate is often a copy made for this call only).
+            del baseline, candidate, probes, kwargs
+            raise HemorrhageDetected(report.to_text(accept_advice(report, snapshot)), report)
         return report
 
     def snapshot(self, baseline: Any = None, probes: Any = None, *, name: str | None = None,
@@ -325,6 +331,7 @@ class HemorrhageFixture:
         return arguments
 
     def _record(self, report: Any) -> None:
+        self._item.stash[RAN_CHECKS_KEY] = True
         self.reports.append(report)
         self._item.user_properties.extend(self._session.record(self._item.nodeid, report, len(self.reports) - 1))
 
@@ -376,6 +383,15 @@ def pytest_runtest_makereport(
             outcome = report.outcome
         _session(item.config).record_test_outcome(item.nodeid, outcome)
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """After a test that ran checks (its fixtures torn down, its arguments let go): give their memory back."""
+    result = yield
+    if item.stash.get(RAN_CHECKS_KEY, False):
+        release_freed_memory()
+    return result
 
 
 # ---------------------------------------------------------------------- xdist and the end of the run

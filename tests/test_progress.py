@@ -146,3 +146,46 @@ def test_progress_lines_without_a_live_line_write_only_lasting_lines() -> None:
     show(ProgressEvent(COMPARING, 0.0, None, 0, 4))
     show(ProgressEvent(COMPARED, 0.5, None, 4, 4, outcome="pass"))
     assert lines == ["hemorrhage: compared 4 probes in 0.5 s: pass"]
+
+
+def test_a_failure_does_not_keep_the_candidate_alive(pair) -> None:
+    """pytest keeps the last failure's traceback; the frames in it must not hold a copy made for the check."""
+    base, cand = pair
+    refs = []
+
+    def fresh_copy():
+        model = copy.deepcopy(cand)
+        refs.append(weakref.ref(model))
+        return model
+
+    with pytest.raises(ph.HemorrhageDetected) as info:
+        ph.assert_no_hemorrhage(base, fresh_copy(), random_token_ids(12, 24), suggest=False)
+    assert info.value.__traceback__ is not None  # the failure and its traceback are still alive here
+    gc.collect()
+    assert refs and refs[0]() is None
+
+
+def test_explaining_keeps_one_repaired_copy_at_a_time(pair) -> None:
+    """Each repaired copy is freed once measured, before the next mitigation makes its own."""
+    base, cand = pair
+    made: list[weakref.ref] = []
+    alive_when_next_started: list[bool] = []
+
+    def restore(baseline, candidate, calibration, thresholds, *, probes=None, **options):
+        gc.collect()
+        alive_when_next_started.extend(ref() is not None for ref in made)
+        model = copy.deepcopy(candidate)
+        model.get_submodule(DAMAGED).load_state_dict(baseline.get_submodule(DAMAGED).state_dict())
+        made.append(weakref.ref(model))
+        return Mitigation(f"restore_{len(made)}", model, "restored the damaged layer")
+
+    names = ["restore_a", "restore_b"]
+    for name in names:
+        register(SimpleMitigator(name, lambda baseline, candidate: Applies.yes(), restore))
+    try:
+        report = run_check(base, cand, random_token_ids(12, 24))
+    finally:
+        for name in names:
+            unregister(name)
+    assert {s["name"] for s in report.suggestions} >= set(names)
+    assert len(made) == 2 and alive_when_next_started == [False]

@@ -26,6 +26,7 @@ import copy
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -133,6 +134,10 @@ class CandidateBench:
             self._dirty = False
         return self._work
 
+    def release(self) -> None:
+        """Drop the working copy (0.5 GB); the next :meth:`restore` makes a new one."""
+        self._work = None
+
     def build(self, config: Any) -> torch.nn.Module:
         """The candidate for ``config``: restored working copy, modified in place."""
         work = self.restore()
@@ -184,6 +189,13 @@ def bench(request, baseline_model, fuzz_snapshot) -> CandidateBench:
     bench = CandidateBench(baseline_model, fuzz_snapshot)
     request.config.stash[BENCH_KEY] = bench
     return bench
+
+
+def pytest_runtest_teardown(item, nextitem) -> None:
+    """After the last fuzz test, drop the bench's working copy: the rest of the session need not carry it."""
+    bench = item.config.stash.get(BENCH_KEY, None)
+    if bench is not None and (nextitem is None or Path(__file__).parent not in nextitem.path.parents):
+        bench.release()
 
 
 @pytest.fixture

@@ -130,6 +130,7 @@ def suggest(
     mitigations: list[str] | None = None,
     calibration: Any = None,
     on_progress: OnProgress | None = None,
+    keep_models: bool = True,
     **compare_kwargs: Any,
 ) -> list[Suggestion]:
     """Try the mitigations that apply to ``candidate``; return verified suggestions, best first.
@@ -141,7 +142,9 @@ def suggest(
     mitigation that raises is left out with a warning naming it and the reason;
     :func:`not_applicable` says why the others were not tried. ``on_progress`` is told when the
     search starts, how long each mitigation took and how it ended, and the total time
-    (:class:`~pytest_hemorrhage.progress.ProgressEvent`).
+    (:class:`~pytest_hemorrhage.progress.ProgressEvent`). ``keep_models=False`` drops each
+    repaired model (``Suggestion.mitigation``) and its report once it is measured, so that only
+    one copy is alive at a time; the figures stay.
     """
     if isinstance(baseline, Snapshot):
         raise InvalidArgument(
@@ -174,8 +177,9 @@ def suggest(
         out.append(Suggestion(
             name=mitigator.name, description=mitigation.description, metric=metric, before=before, after=value,
             passed=after.passed, seconds=time.perf_counter() - start, details=mitigation.details,
-            mitigation=mitigation, report=after,
+            mitigation=mitigation if keep_models else None, report=after if keep_models else None,
         ))
+        del mitigation, after  # without keep_models, the repaired copy goes before the next one is made
         tell(ProgressEvent(MITIGATION, out[-1].seconds, report.name, mitigation=mitigator.name,
                            outcome=out[-1].describe()))
     tell(ProgressEvent(MITIGATED, time.perf_counter() - search_start, report.name))

@@ -1,4 +1,5 @@
-"""Progress lines while checks run: ``--hemorrhage-progress`` / ``--hemorrhage-no-progress`` / ``hemorrhage_progress``."""
+"""Progress lines while checks run (``--hemorrhage-progress`` / ``--hemorrhage-no-progress`` /
+``hemorrhage_progress``), and what a test's checks leave alive after it."""
 
 from __future__ import annotations
 
@@ -150,3 +151,31 @@ def test_live_terminal_updates_one_line_in_place_then_ends_it(verbose: bool) -> 
              "hemorrhage: t: trying mitigations on copies: fallback\nhemorrhage: t: compared 4 probes in 0.3 s: pass\n")
     # Verbose: pytest writes the test's name again; short: the file name is back for the result letter.
     assert terminal.screen == lines + ("" if verbose else "test_inner.py ")
+
+
+def test_a_failed_check_leaves_no_model_copy_alive_after_its_test(pytester: pytest.Pytester, inner,
+                                                                    monkeypatch) -> None:
+    """pytest keeps the last failure's traceback for post-mortem debugging; the candidate made for the
+    failing check, and the copies its mitigations tried, must not stay alive with it."""
+    monkeypatch.delenv("PYTEST_ADDOPTS")  # mitigations on: they make copies of their own
+    inner(
+        """
+        import gc
+        import weakref
+
+        REFS = []
+
+        def tracked(model):
+            REFS.append(weakref.ref(model))
+            return model
+
+        def test_fails(hemorrhage):
+            hemorrhage.check(MODEL, tracked(harmful()), PROBES)
+
+        def test_then_nothing_is_left():
+            gc.collect()
+            assert len(REFS) == 1 and REFS[0]() is None
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
