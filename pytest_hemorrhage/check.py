@@ -6,6 +6,7 @@ same way, so a failure explains itself identically wherever it is seen.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .diagnose import diagnose
@@ -15,6 +16,7 @@ from .mitigate.registry import MITIGATIONS
 from .mitigate.suggest import not_applicable
 from .mitigate.suggest import suggest as run_suggest
 from .probes import as_probes
+from .progress import MITIGATION, OnProgress, ProgressEvent
 from .render.text import thresholds_to_loosen
 from .report import Report
 from .sources.pairing import live_model, opened
@@ -23,14 +25,16 @@ __all__ = ["assert_no_hemorrhage", "explain", "run_check"]
 
 
 def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *, suggest: bool = True,
-            **compare_kwargs: Any) -> Report:
+            on_progress: OnProgress | None = None, **compare_kwargs: Any) -> Report:
     """Add the diagnosis and, with a live baseline, verified mitigations to a failing ``report``.
 
     Fills ``report.patterns`` (:func:`pytest_hemorrhage.diagnose.diagnose`) and, when ``suggest``
     is true, ``report.suggestions`` and the one-line ``report.suggestion`` with the best
     mitigation tried (:func:`pytest_hemorrhage.mitigate.suggest.suggest`), or, when none was
-    found, why each one does not apply. ``compare_kwargs``
-    (``batch_size``, ``device``, ``layers`` ...) are used when re-measuring. Returns ``report``.
+    found, why each one does not apply, and ``report.mitigation_time`` with the seconds the
+    search took in all and for each mitigation tried. ``compare_kwargs``
+    (``batch_size``, ``device``, ``layers`` ...) are used when re-measuring; ``on_progress``
+    hears when the search starts and what each mitigation cost. Returns ``report``.
     """
     base_model, cand_model = live_model(baseline), live_model(candidate)
     live = base_model is not None
@@ -42,7 +46,19 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
                         cand_model if live and not shared else None, probes if live and not shared else None)
     report.patterns = [{**p.to_dict(), "description": p.describe()} for p in patterns]
     if suggest and live:
-        found = run_suggest(report, baseline, candidate, probes, **compare_kwargs)
+        each: dict[str, float] = {}
+
+        def timed(event: ProgressEvent) -> None:
+            if event.stage == MITIGATION and event.mitigation is not None:
+                each[event.mitigation] = round(event.seconds, 3)
+            if on_progress is not None:
+                on_progress(event)
+
+        start = time.perf_counter()
+        # Only the figures are kept: each repaired copy is freed before the next mitigation makes its own.
+        found = run_suggest(report, baseline, candidate, probes, on_progress=timed, keep_models=False,
+                            **compare_kwargs)
+        report.mitigation_time = {"total_seconds": round(time.perf_counter() - start, 3), "seconds": each}
         report.suggestions = [s.to_dict() for s in found]
         if found:
             best = found[0]
@@ -71,11 +87,13 @@ def run_check(baseline: Any, candidate: Any, probes: Any = None, *, suggest: boo
     ``device``, ``allow_tokenizer_mismatch`` ...), threshold overrides included; ``layers``, ``batch_size``,
     ``device`` and ``allow_tokenizer_mismatch`` are used again when mitigations are re-measured.
     ``suggest=False`` skips the mitigations (faster).
+    ``on_progress`` (a callable taking a :class:`~pytest_hemorrhage.progress.ProgressEvent`) hears
+    the probes measured, the verdict, and the start and cost of the mitigations.
     """
     baseline, candidate = opened(baseline, "baseline"), opened(candidate, "candidate")  # once, for the explanation too
     report = compare(baseline, candidate, probes, **kwargs)
     if not report.passed:
-        rerun = {k: kwargs[k] for k in ("layers", "batch_size", "device", "allow_tokenizer_mismatch")
+        rerun = {k: kwargs[k] for k in ("layers", "batch_size", "device", "allow_tokenizer_mismatch", "on_progress")
                  if k in kwargs}
         rerun.setdefault("layers", "auto")
         explain(report, baseline, candidate, probes, suggest=suggest, **rerun)
@@ -92,6 +110,9 @@ def assert_no_hemorrhage(baseline: Any, candidate: Any, probes: Any = None, **kw
     """
     report = run_check(baseline, candidate, probes, **kwargs)
     if not report.passed:
+        # The traceback keeps this frame (pytest keeps the last failure's for post-mortem debugging):
+        # it must not keep the models too, often a candidate copy made just for this call.
+        del baseline, candidate, probes, kwargs
         raise HemorrhageDetected(report.to_text(library_accept_advice(report)), report)
     return report
 

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from .errors import HemorrhageError
 from .files import atomic_write_text
 from .model_folder import check_model_folder, load_model, load_tokenizer
+from .progress import ProgressLines
 from .render.junit import junit_xml
 from .render.text import thresholds_to_loosen
 from .sweep import MODIFY_SHORTCUTS
@@ -251,11 +252,13 @@ def _compare(args: argparse.Namespace) -> int:
     if candidate_tokenizer is None:
         print(f"hemorrhage: warning: the candidate folder {args.candidate} holds no tokenizer, so it was not "
               "checked against the baseline's; save it there with tokenizer.save_pretrained(folder)", file=sys.stderr)
+    # The bar shows the probes; the lines say what the comparison and each mitigation took.
+    on_progress = ProgressLines(lambda line: print(line, file=sys.stderr, flush=True)) if progress else None
     with warnings.catch_warnings():  # an allowed tokenizer mismatch is a note of the report printed below
         warnings.filterwarnings("ignore", message=r"allowed \(allow_tokenizer_mismatch=True\)")
         report = run_check(baseline, candidate, probes, thresholds=thresholds, suggest=args.suggest,
                            batch_size=args.batch_size, device=args.device, progress=progress,
-                           name=f"{args.candidate} vs {args.baseline}",
+                           on_progress=on_progress, name=f"{args.candidate} vs {args.baseline}",
                            allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
     advice = _accept_advice(report, snapshot)
     print(report.to_text(advice))

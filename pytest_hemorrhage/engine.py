@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import gc
 import math
+import time
 import warnings
 from contextlib import ExitStack
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -23,6 +24,7 @@ from .generation import generation_metrics
 from .metrics.activations import relative_error, sqnr_db
 from .metrics.outputs import OUTPUT_METRICS
 from .probes import ProbeBatch, Probes
+from .progress import COMPARED, COMPARING, OnProgress, ProgressEvent
 from .report import LayerResult, MetricResult, Report
 from .sequential import SequentialStop
 from .sources import Observation, Source
@@ -252,6 +254,7 @@ def compare(
     progress: bool = False,
     name: str | None = None,
     allow_tokenizer_mismatch: bool = False,
+    on_progress: OnProgress | None = None,
     **threshold_overrides: Any,
 ) -> Report:
     """Compare ``candidate`` against ``baseline`` on ``probes`` and judge against ``thresholds``.
@@ -274,8 +277,10 @@ def compare(
     models (:func:`~pytest_hemorrhage.validate.check_tokenizers`); ``allow_tokenizer_mismatch=True``
     turns a mismatch into a warning and a note in the report, for deliberate cases.
     A batch that runs out of memory is retried in halves and the rest of the run uses the
-    smaller batch size (with a warning). Extra keyword arguments are threshold overrides
-    (``max_kl=0.01``).
+    smaller batch size (with a warning). ``progress=True`` shows a progress bar on standard
+    error; ``on_progress`` is called with a :class:`~pytest_hemorrhage.progress.ProgressEvent`
+    after each batch (probes measured, seconds so far) and once at the end (the verdict).
+    Extra keyword arguments are threshold overrides (``max_kl=0.01``).
     """
     thr = _resolve_thresholds(thresholds, threshold_overrides)
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -296,7 +301,8 @@ def compare(
         run = _Run(probe_set, base, cand, attention, topk)
         pad = next((source.pad_id for source in (base, cand) if source.pad_id is not None), 0)
         stopper = SequentialStop(len(probe_set), thr) if sequential else None
-        used = _run_batches(run, probe_set, batch_size, pad, progress, stopper)
+        counter = _ProbeCounter(on_progress, name, len(probe_set))
+        used = _run_batches(run, probe_set, batch_size, pad, progress, stopper, counter)
         gen = None
         if generation:
             gen = generation_metrics(base.model, cand.model, probe_set, generation, batch_size=used,
@@ -314,6 +320,9 @@ def compare(
     if used != batch_size:
         report.identity["batch_size"] = used
         report.notes.append(f"ran out of memory at batch size {batch_size}; measured with batch size {used}")
+    if on_progress is not None:
+        on_progress(ProgressEvent(COMPARED, counter.seconds(), name, counter.done, len(probe_set),
+                                  outcome=report.verdict))
     return report
 
 
@@ -335,6 +344,24 @@ def _check_applies(baseline: Source, candidate: Source, attention: bool, topk: i
             )
 
 
+class _ProbeCounter:
+    """Counts the probes measured and tells ``on_progress`` after each batch (and once before the first)."""
+
+    def __init__(self, on_progress: OnProgress | None, name: str | None, total: int) -> None:
+        self._on_progress, self._name, self._total = on_progress, name, total
+        self._start = time.perf_counter()
+        self.done = 0
+        self(0)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self._start
+
+    def __call__(self, probes: int) -> None:
+        self.done += probes
+        if self._on_progress is not None:
+            self._on_progress(ProgressEvent(COMPARING, self.seconds(), self._name, self.done, self._total))
+
+
 def _split(batch: ProbeBatch) -> tuple[ProbeBatch, ProbeBatch]:
     """Two halves of a probe batch (rows keep their unit indices)."""
     half = len(batch.units) // 2
@@ -350,10 +377,11 @@ def _split(batch: ProbeBatch) -> tuple[ProbeBatch, ProbeBatch]:
 
 
 def _run_batches(run: _Run, probes: Probes, batch_size: int, pad_id: int, progress: bool,
-                 stopper: SequentialStop | None = None) -> int:
+                 stopper: SequentialStop | None = None, measured: Callable[[int], None] | None = None) -> int:
     """Feed the probes through ``run``; on out-of-memory halve the batch. Returns the batch size used.
 
     With a ``stopper``, probes go in its random order and the loop ends once it decides.
+    ``measured(n)`` is called after each batch of ``n`` probes.
     """
     size = batch_size
     order = stopper.order if stopper is not None else None
@@ -388,6 +416,8 @@ def _run_batches(run: _Run, probes: Probes, batch_size: int, pad_id: int, progre
                 continue
             if bar is not None:
                 bar.update(len(batch.units))
+            if measured is not None:
+                measured(len(batch.units))
             if stopper is not None and pending and stopper.should_stop(run.kind, run.tokens):
                 break
     finally:

@@ -8,20 +8,26 @@ when a check actually runs.
 from __future__ import annotations
 
 import inspect
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any, Generator, Iterator
 
 import pytest
 
 from .errors import HemorrhageDetected, InvalidArgument
-from .session import PER_WORKER, HemorrhageSession, Settings, accept_advice
+from .memory import release_freed_memory
+from .progress import OnProgress, ProgressLines
+from .session import PER_WORKER, HemorrhageSession, Settings, accept_advice, shows_progress
 from .thresholds import MARKER, Thresholds, option_name
 
 SESSION_KEY = pytest.StashKey[HemorrhageSession]()
 CURRENT_ITEM_KEY = pytest.StashKey[pytest.Item]()
 FUZZ_KEY = pytest.StashKey["HemorrhageFuzzFixture"]()
+PROGRESS_KEY = pytest.StashKey["OnProgress | None"]()
+TERMINAL_PROGRESS_KEY = pytest.StashKey["_TerminalProgress"]()
+RAN_CHECKS_KEY = pytest.StashKey[bool]()
 
 MARKER_DOC = (
     "hemorrhage(**thresholds): thresholds for the `hemorrhage` fixture's checks in this test, e.g. "
@@ -59,6 +65,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "the embedded SmolLM2 (relative to rootdir)")
     parser.addini("hemorrhage_model", default=None,
                   help="Hugging Face model folder that hemorrhage_default_model loads (relative to rootdir)")
+    group.addoption("--hemorrhage-progress", dest="hemorrhage_progress", action="store_const", const="on",
+                    default=None, help="show each check's progress, elapsed time and mitigations as it runs "
+                                       "(default: only when the output is a terminal)")
+    group.addoption("--hemorrhage-no-progress", dest="hemorrhage_progress", action="store_const", const="off",
+                    help="show no progress lines, even on a terminal")
+    parser.addini("hemorrhage_progress", default="auto",
+                  help="progress lines while checks run: auto (only on a terminal, the default), on, or off")
     parser.addini("hemorrhage_snapshot_dir", help="folder of baseline snapshots (relative to rootdir)",
                   default="hemorrhage_snapshots")
 
@@ -117,11 +130,89 @@ def _raw_settings(config: pytest.Config) -> dict[str, Any]:
         "cli_model": config.getoption("hemorrhage_model"),
         "ini_model": config.getini("hemorrhage_model"),
         "rootdir": str(config.rootpath),
+        "cli_progress": config.getoption("hemorrhage_progress"),
+        "ini_progress": config.getini("hemorrhage_progress"),
     }
 
 
 def _session(config: pytest.Config) -> HemorrhageSession:
     return config.stash[SESSION_KEY]
+
+
+class _TerminalProgress:
+    """Progress lines on pytest's own terminal, past output capturing (``-s`` or not).
+
+    Like pytest's live logging, capturing is suspended for each write. The result line pytest is
+    filling is ended before the first progress line; the last progress line is left open, and
+    :meth:`finish` ends it and, in pytest's short (non-verbose) mode, starts the result line again
+    with the file name, so the test's ``.`` or ``F`` lands where pytest's output expects it.
+    """
+
+    def __init__(self, terminal: Any, capture: Any) -> None:
+        self._terminal = terminal
+        self._capture = capture
+        self._open: str | None = None  # the line left open: "update" (rewritten in place), "line", or None
+
+    @contextlib.contextmanager
+    def _uncaptured(self) -> Iterator[None]:
+        if self._capture is None:
+            yield
+        else:
+            with self._capture.global_and_fixture_disabled():
+                yield
+
+    def update(self, text: str) -> None:
+        """Rewrite the in-place line (a live terminal only)."""
+        with self._uncaptured():
+            if self._open == "line":
+                self._terminal.write("\n")
+            elif self._open is None:
+                self._terminal.ensure_newline()
+            self._terminal.rewrite(text, erase=True)
+            self._terminal.flush()
+            self._open = "update"
+
+    def line(self, text: str) -> None:
+        """Write a lasting line (over the in-place line, when one is open)."""
+        with self._uncaptured():
+            if self._open == "update":
+                self._terminal.rewrite(text, erase=True)
+            elif self._open == "line":
+                self._terminal.write("\n" + text)
+            else:
+                self._terminal.ensure_newline()
+                self._terminal.write(text)
+            self._terminal.flush()
+            self._open = "line"
+
+    def finish(self, nodeid: str, verbose: bool) -> None:
+        """End the open progress line before pytest reports test ``nodeid``'s result."""
+        if self._open is None:
+            return
+        with self._uncaptured():
+            if verbose:  # pytest writes the test's name again before its result
+                self._terminal.write("\n")
+            else:
+                self._terminal.write_fspath_result(nodeid, "")
+        self._open = None
+
+
+def _on_progress(config: pytest.Config) -> OnProgress | None:
+    """Where this run's checks report progress: pytest's terminal, or nowhere (see ``hemorrhage_progress``)."""
+    if PROGRESS_KEY not in config.stash:
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        on_terminal = terminal is not None and bool(terminal.isatty)
+        # An xdist worker's output is no terminal and reaches nobody: its checks show none.
+        if terminal is None or getattr(config, "workerinput", None) is not None or \
+                not shows_progress(_session(config).settings.progress, on_terminal):
+            config.stash[PROGRESS_KEY] = None
+        else:
+            out = _TerminalProgress(terminal, config.pluginmanager.get_plugin("capturemanager"))
+            config.stash[TERMINAL_PROGRESS_KEY] = out
+            config.stash[PROGRESS_KEY] = ProgressLines(out.line, out.update if on_terminal else None)
+    return config.stash[PROGRESS_KEY]
+
+
 
 
 def _item_thresholds(item: pytest.Item) -> Thresholds:
@@ -186,7 +277,11 @@ class HemorrhageFixture:
         report = run_check(baseline, candidate, probes, suggest=suggest, **self._arguments(kwargs))
         self._record(report)
         if not report.passed:
-            raise HemorrhageDetected(report.to_text(accept_advice(report, isinstance(baseline, Snapshot))), report)
+            snapshot = isinstance(baseline, Snapshot)
+            # pytest keeps the last failure's traceback, and with it this frame: not the models as well
+            # (the candidate is often a copy made for this call only).
+            del baseline, candidate, probes, kwargs
+            raise HemorrhageDetected(report.to_text(accept_advice(report, snapshot)), report)
         return report
 
     def snapshot(self, baseline: Any = None, probes: Any = None, *, name: str | None = None,
@@ -233,6 +328,9 @@ class HemorrhageFixture:
                      if k in Thresholds.keys() or k.startswith(("max_", "min_"))}
         arguments["thresholds"] = self.thresholds.merged(overrides, source="hemorrhage.check() keyword arguments")
         arguments["name"] = arguments.pop("name", None) or self._default_name()
+        on_progress = _on_progress(self._item.config)
+        if on_progress is not None:
+            arguments.setdefault("on_progress", on_progress)
         return arguments
 
     def _default_name(self) -> str:
@@ -240,6 +338,7 @@ class HemorrhageFixture:
         return self._item.nodeid + (f"[{len(self.reports)}]" if self.reports else "")
 
     def _record(self, report: Any) -> None:
+        self._item.stash[RAN_CHECKS_KEY] = True
         self.reports.append(report)
         self._item.user_properties.extend(self._session.record(self._item.nodeid, report, len(self.reports) - 1))
 
@@ -374,12 +473,16 @@ def hemorrhage_fuzz(pytestconfig: pytest.Config) -> HemorrhageFuzzFixture:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
-    """Tell ``hemorrhage_fuzz`` (one object for the session) which test is running."""
+    """Tell ``hemorrhage_fuzz`` (one object for the session) which test is running; after a test that
+    ran checks (its fixtures torn down, its arguments let go), give their memory back."""
     item.config.stash[CURRENT_ITEM_KEY] = item
     try:
-        return (yield)
+        result = yield
     finally:
         del item.config.stash[CURRENT_ITEM_KEY]
+    if item.stash.get(RAN_CHECKS_KEY, False):
+        release_freed_memory()
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -410,13 +513,17 @@ def hemorrhage_default_model(pytestconfig: pytest.Config):
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Give the test's outcome to its checks (a failing check inside an xfail or a passing test was expected);
-    first, hemorrhage_fuzz records the check that stands for the test's examples."""
+    """Give the test's outcome to its checks (a failing check inside an xfail or a passing test was expected),
+    and end the progress line before pytest writes the result; first, hemorrhage_fuzz records the check
+    that stands for the test's examples."""
     if call.when == "call":  # before the report exists: it copies the item's user_properties
         fuzz = item.config.stash.get(FUZZ_KEY, None)
         if fuzz is not None:
             fuzz.finish(item, test_failed=call.excinfo is not None)
     report = yield
+    out = item.config.stash.get(TERMINAL_PROGRESS_KEY, None)
+    if out is not None:  # pytest writes the result next: end a progress line the test left open
+        out.finish(item.nodeid, item.config.getoption("verbose") > 0)
     if report.when == "call":
         if hasattr(report, "wasxfail"):  # a strict XPASS has none: it is a plain failure
             outcome = "xfailed" if report.skipped else "xpassed"

@@ -121,6 +121,8 @@ class Report:
     sequential: dict[str, Any] | None = None  # early stopping: probes used, decision
     patterns: list[dict[str, Any]] = field(default_factory=list)  # diagnosis (diagnose.Pattern.to_dict)
     suggestions: list[dict[str, Any]] = field(default_factory=list)  # verified mitigations, best first
+    # what the mitigation search cost: {"total_seconds": s, "seconds": {mitigation name: s}}, when it ran
+    mitigation_time: dict[str, Any] | None = None
 
     # -------------------------------------------------------------- verdicts
     @property
@@ -223,6 +225,7 @@ class Report:
             "sequential": self.sequential,
             "patterns": self.patterns,
             "suggestions": self.suggestions,
+            "mitigation_time": self.mitigation_time,
         })
 
     @classmethod

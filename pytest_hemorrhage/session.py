@@ -24,7 +24,7 @@ from .render.text import check_label, expected_failure_note, thresholds_to_loose
 from .report import SCHEMA_VERSION, Report
 from .thresholds import Thresholds
 
-__all__ = ["PER_WORKER", "Settings", "HemorrhageSession", "accept_advice"]
+__all__ = ["PER_WORKER", "PROGRESS_MODES", "Settings", "HemorrhageSession", "accept_advice", "shows_progress"]
 
 PER_WORKER = "per-worker"
 """``--hemorrhage-device`` value that gives each pytest-xdist worker its own GPU."""
@@ -42,6 +42,23 @@ def _model_path(cli_model: str | None, ini_model: str | None, ini_file: str, roo
     return str(path)
 
 
+PROGRESS_MODES = ("auto", "on", "off")
+
+
+def _progress_mode(ini_progress: str | None, ini_file: str) -> str:
+    """The ``hemorrhage_progress`` ini value, checked: ``auto`` (the default), ``on`` or ``off``."""
+    mode = (ini_progress or "auto").strip().lower()
+    if mode not in PROGRESS_MODES:
+        raise InvalidArgument(f"hemorrhage_progress in {ini_file} must be one of {', '.join(PROGRESS_MODES)}, "
+                              f"got {ini_progress!r}; auto shows progress only when the output is a terminal")
+    return mode
+
+
+def shows_progress(mode: str, terminal: bool) -> bool:
+    """Whether checks write progress lines: ``on``, or ``auto`` with the output on a terminal (not a CI log)."""
+    return mode == "on" or (mode == "auto" and terminal)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the command line and the ini file set for the run's checks."""
@@ -55,6 +72,7 @@ class Settings:
     report_path: str | None = None
     snapshot_dir: str = "hemorrhage_snapshots"
     model_path: str | None = None  # the model folder hemorrhage_default_model loads instead of the embedded one
+    progress: str = "auto"  # progress lines while checks run: "on", "off", or "auto" (on a terminal only)
 
     @classmethod
     def resolve(
@@ -74,6 +92,8 @@ class Settings:
         cli_model: str | None = None,
         ini_model: str | None = None,
         rootdir: str = ".",
+        cli_progress: str | None = None,
+        ini_progress: str | None = None,
     ) -> "Settings":
         """Settings from the raw ini values and options that were set; errors name the bad option."""
         if batch_size is not None and batch_size < 1:
@@ -82,7 +102,8 @@ class Settings:
         return cls(thresholds=thresholds, device="cuda" if device == PER_WORKER else device, batch_size=batch_size,
                    sequential=sequential, suggest=ini_suggest and not no_suggest, update=update,
                    report_path=report_path, snapshot_dir=snapshot_dir,
-                   model_path=_model_path(cli_model, ini_model, ini_file, rootdir))
+                   model_path=_model_path(cli_model, ini_model, ini_file, rootdir),
+                   progress=cli_progress or _progress_mode(ini_progress, ini_file))
 
     def thresholds_for(self, markers: Sequence[Mapping[str, Any]]) -> Thresholds:
         """A test's thresholds: its ``@pytest.mark.hemorrhage`` keywords (farthest first) over the run's."""

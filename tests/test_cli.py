@@ -71,6 +71,25 @@ def test_a_failure_explains_itself_with_a_verified_fix(model_dirs, capsys):
     assert not any("pytest" in line or "--hemorrhage-" in line for line in lines)
 
 
+@pytest.mark.parametrize("flag", ["--progress", None])
+def test_progress_says_when_mitigations_start_and_what_they_cost(model_dirs, capsys, flag):
+    argv = ["compare", model_dirs["base"], model_dirs["broken"], "--probes", "12", "--max-length", "32"]
+    assert main(argv + ([flag] if flag else [])) == 1
+    captured = capsys.readouterr()
+    # The report itself says what the mitigations cost, progress or not.
+    assert any(line.startswith("mitigations tried in ") and "(fallback " in line
+               for line in captured.out.splitlines())
+    prefix = f"hemorrhage: {model_dirs['broken']} vs {model_dirs['base']}: "  # the check's name
+    lines = [line for line in captured.err.splitlines() if line.startswith(prefix)]
+    if flag is None:  # standard error is no terminal here: no progress unless asked
+        assert lines == [] and "probe/s" not in captured.err
+        return
+    assert lines[0].startswith(prefix + "compared 12 probes in ") and lines[0].endswith(": fail")
+    assert lines[1].startswith(prefix + "trying mitigations on copies: fallback")
+    assert any(line.startswith(prefix + "tried fallback in ") for line in lines[2:-1])
+    assert lines[-1].startswith(prefix + "mitigations tried in ")
+
+
 @pytest.mark.parametrize("argv, message", [
     # A missing path is named as missing (this read "not a Hugging Face model folder (no config.json)").
     (["compare", "/nonexistent", "/nonexistent"], "baseline: /nonexistent does not exist"),

@@ -30,6 +30,7 @@ import copy
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -144,6 +145,9 @@ class CandidateBench:
     def torch_threads(self) -> contextlib.AbstractContextManager[None]:
         """The bench's thread setting, for a comparison made outside :meth:`evaluate`."""
         return torch_threads(self.threads)
+    def release(self) -> None:
+        """Drop the working copy (0.5 GB); the next :meth:`restore` makes a new one."""
+        self._work = None
 
     def build(self, config: Any) -> torch.nn.Module:
         """The candidate for ``config``: restored working copy, modified in place."""
@@ -199,6 +203,13 @@ def bench(request, baseline_model, fuzz_snapshot, hemorrhage_fuzz) -> CandidateB
     bench = CandidateBench(baseline_model, fuzz_snapshot, hemorrhage_fuzz)
     request.config.stash[BENCH_KEY] = bench
     return bench
+
+
+def pytest_runtest_teardown(item, nextitem) -> None:
+    """After the last fuzz test, drop the bench's working copy: the rest of the session need not carry it."""
+    bench = item.config.stash.get(BENCH_KEY, None)
+    if bench is not None and (nextitem is None or Path(__file__).parent not in nextitem.path.parents):
+        bench.release()
 
 
 @pytest.fixture

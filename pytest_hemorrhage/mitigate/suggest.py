@@ -19,6 +19,7 @@ from ..arguments import must_be
 from ..engine import compare
 from ..errors import HemorrhageError, InvalidArgument
 from ..probes import Probes, as_probes, tokenizer_for
+from ..progress import MITIGATED, MITIGATING, MITIGATION, OnProgress, ProgressEvent
 from ..report import METRIC_INFO, _fmt
 from ..snapshot import Snapshot
 from ..thresholds import Thresholds
@@ -103,6 +104,15 @@ def calibration_probes(baseline: Any, probes: Any) -> Any:
     return evaluation
 
 
+def _plan(chosen: list[Mitigator], applying: list[Mitigator]) -> str:
+    """``gradient_pruning, fallback (dynamic_scaling does not apply)``: what the search is about to try."""
+    tried = ", ".join(m.name for m in applying) or "none applies"
+    skipped = [m.name for m in chosen if m not in applying]
+    if not skipped:
+        return tried
+    return f"{tried} ({', '.join(skipped)} {'does' if len(skipped) == 1 else 'do'} not apply)"
+
+
 def _headline_metric(report: Any) -> str:
     for m in report.metrics.values():
         if m.verdict in ("fail", "inconclusive"):
@@ -119,6 +129,8 @@ def suggest(
     *,
     mitigations: list[str] | None = None,
     calibration: Any = None,
+    on_progress: OnProgress | None = None,
+    keep_models: bool = True,
     **compare_kwargs: Any,
 ) -> list[Suggestion]:
     """Try the mitigations that apply to ``candidate``; return verified suggestions, best first.
@@ -128,7 +140,11 @@ def suggest(
     ranked: passing ones first, then by the failing metric. ``mitigations`` limits the names
     tried (see :data:`MITIGATIONS`); ``calibration`` overrides the calibration probes. A
     mitigation that raises is left out with a warning naming it and the reason;
-    :func:`not_applicable` says why the others were not tried.
+    :func:`not_applicable` says why the others were not tried. ``on_progress`` is told when the
+    search starts, how long each mitigation took and how it ended, and the total time
+    (:class:`~pytest_hemorrhage.progress.ProgressEvent`). ``keep_models=False`` drops each
+    repaired model (``Suggestion.mitigation``) and its report once it is measured, so that only
+    one copy is alive at a time; the figures stay.
     """
     if isinstance(baseline, Snapshot):
         raise InvalidArgument(
@@ -141,24 +157,32 @@ def suggest(
         thresholds = Thresholds().merged(thresholds, source="report thresholds")
     metric = _headline_metric(report)
     before = report.metrics[metric].estimate
+    search_start = time.perf_counter()
+    tell = on_progress if on_progress is not None else (lambda event: None)
+    applying = [m for m in chosen if _applies(m, baseline, candidate)]
+    tell(ProgressEvent(MITIGATING, check=report.name, outcome=_plan(chosen, applying)))
     calib = calibration if calibration is not None else calibration_probes(baseline, probes)
     out: list[Suggestion] = []
-    for mitigator in chosen:
-        if not _applies(mitigator, baseline, candidate):
-            continue
+    for mitigator in applying:
         start = time.perf_counter()
         try:
             mitigation = mitigator.mitigate(baseline, candidate, calib, thresholds, probes=probes)
             after = compare(baseline, mitigation.model, probes, thresholds=thresholds, **compare_kwargs)
         except (HemorrhageError, InvalidArgument) as exc:
             warnings.warn(f"mitigation {mitigator.name} was not verified: {exc}", UserWarning, stacklevel=2)
+            tell(ProgressEvent(MITIGATION, time.perf_counter() - start, report.name, mitigation=mitigator.name,
+                               outcome="failed (see its warning)"))
             continue
         value = after.metrics[metric].estimate if metric in after.metrics else math.nan
         out.append(Suggestion(
             name=mitigator.name, description=mitigation.description, metric=metric, before=before, after=value,
             passed=after.passed, seconds=time.perf_counter() - start, details=mitigation.details,
-            mitigation=mitigation, report=after,
+            mitigation=mitigation if keep_models else None, report=after if keep_models else None,
         ))
+        del mitigation, after  # without keep_models, the repaired copy goes before the next one is made
+        tell(ProgressEvent(MITIGATION, out[-1].seconds, report.name, mitigation=mitigator.name,
+                           outcome=out[-1].describe()))
+    tell(ProgressEvent(MITIGATED, time.perf_counter() - search_start, report.name))
     direction = report.metrics[metric].direction or "max"
     sign = 1.0 if direction == "max" else -1.0
     out.sort(key=lambda s: (not s.passed, sign * s.after if math.isfinite(s.after) else math.inf))

@@ -15,7 +15,7 @@ import io
 import math
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .text import headline
+from .text import headline, mitigation_cost
 from .values import METRIC_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -534,6 +534,9 @@ def _notes(report: "Report") -> str:
         out += f"<h3>Notes</h3><ul class=\"notes\">{''.join(items)}</ul>"
     if report.suggestion:
         out += f"<h3>Suggestion</h3><div class=\"callout\">{_esc(report.suggestion)}</div>"
+    cost = mitigation_cost(report)
+    if cost:
+        out += f"<p>{_esc(cost[0].upper() + cost[1:])}</p>"
     return out
 
 

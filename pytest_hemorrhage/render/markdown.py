@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+from .text import mitigation_cost
 from .values import format_value as _fmt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,6 +29,9 @@ def render_markdown(report: "Report", title: str | None = None) -> str:
         out += ["", f"First layer past threshold: `{first.name}` (SQNR {first.sqnr_db:.1f} dB)"]
     if report.nonfinite:
         out += ["", f"Non-finite values first in `{report.nonfinite['layer']}`"]
+    cost = mitigation_cost(report)
+    if cost:
+        out += ["", cost[0].upper() + cost[1:]]
     return "\n".join(out) + "\n"
 
 
