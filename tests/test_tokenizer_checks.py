@@ -243,3 +243,28 @@ def test_a_snapshot_recorded_on_texts_keeps_their_tokenizer_and_refuses_another(
         ph.record_snapshot(base, Probes.from_texts(bert, TEXTS))
     with pytest.warns(UserWarning, match="tokenizer mismatch"):
         ph.record_snapshot(base, Probes.from_texts(bert, TEXTS), allow_tokenizer_mismatch=True)
+
+
+@pytest.mark.slow
+def test_the_original_complaint_bert_probes_against_smollm2_fail_before_any_forward_pass(tmp_path):
+    """The report that started these checks: probes from a BERT tokenizer against SmolLM2-135M passed
+    with KL 0.0001. Here with BERT's own id layout ([PAD] 0, [unused*], [UNK] 100, [CLS] 101, [SEP] 102,
+    [MASK] 103, then words), every id valid for SmolLM2's 49,152-row vocabulary."""
+    from transformers import BertTokenizerFast
+
+    from pytest_hemorrhage.corpus import BUILTIN_SNIPPETS
+    from pytest_hemorrhage.modify import quantize
+
+    words = list(dict.fromkeys(w for _, text in BUILTIN_SNIPPETS for w in text.lower().split() if w.isalpha()))
+    layout = ["[PAD]", *(f"[unused{i}]" for i in range(99)), "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    (tmp_path / "vocab.txt").write_text("\n".join(layout) + "\n")
+    bert = BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"))
+    model, _ = ph.models.default_model()
+    probes = Probes.from_texts(bert, [text for _, text in BUILTIN_SNIPPETS[:16]], max_length=64)
+    assert max(max(ids) for ids in probes.token_ids) < model.config.vocab_size  # nothing else would catch it
+    candidate = quantize(model, bits=8)
+    watch = CountingForwards(model, candidate)
+    with pytest.raises(HemorrhageError, match="tokenizer mismatch") as info:
+        ph.compare(model, candidate, probes)
+    assert ALLOW in str(info.value)
+    assert watch.calls == 0
