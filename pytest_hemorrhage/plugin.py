@@ -20,7 +20,7 @@ from .errors import HemorrhageDetected, InvalidArgument
 from .memory import release_freed_memory
 from .progress import OnProgress, ProgressLines
 from .session import PER_WORKER, HemorrhageSession, Settings, accept_advice, shows_progress
-from .thresholds import MARKER, Thresholds, option_name
+from .thresholds import MARKER, Thresholds, option_name, with_suggestion
 
 SESSION_KEY = pytest.StashKey[HemorrhageSession]()
 CURRENT_ITEM_KEY = pytest.StashKey[pytest.Item]()
@@ -104,10 +104,32 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = workerinput["hemorrhage_cuda_visible"]
     config.addinivalue_line("markers", MARKER_DOC)
     try:  # settled once, so a bad value is a usage error at startup
+        _refuse_unknown_ini_keys(config)
         settings = Settings.resolve(**_raw_settings(config))
     except InvalidArgument as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = HemorrhageSession(settings)
+
+
+INI_KEYS = (*(f"hemorrhage_{key}" for key in Thresholds.keys()),
+            "hemorrhage_suggest", "hemorrhage_model", "hemorrhage_progress", "hemorrhage_snapshot_dir")
+
+
+def _refuse_unknown_ini_keys(config: pytest.Config) -> None:
+    """A misspelt ``hemorrhage_*`` ini key would leave a threshold at its default: refuse it, with the
+    nearest known key (pytest itself only warns about unknown keys)."""
+    # pytest has no public list of the keys a file sets (config.inicfg is deprecated); this is the one
+    # its own "unknown config option" warning uses. tests/plugin/test_ini.py fails if it goes away.
+    unknown_keys = getattr(config, "_get_unknown_ini_keys", lambda: set())()
+    unknown = sorted(key for key in unknown_keys if key.startswith("hemorrhage_"))
+    if unknown:
+        inipath = getattr(config, "inipath", None)
+        where = inipath.name if inipath else "the ini file"
+        raise InvalidArgument(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+            + ", ".join(with_suggestion(key, INI_KEYS) for key in unknown)
+            + f"; the hemorrhage keys are {', '.join(INI_KEYS)}"
+        )
 
 
 def _raw_settings(config: pytest.Config) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import InvalidArgument
 
@@ -103,7 +103,7 @@ class Thresholds:
         if unknown:
             raise InvalidArgument(
                 f"{source}: unknown threshold key{'s' if len(unknown) > 1 else ''} "
-                f"{', '.join(_with_suggestion(key, known) for key in unknown)}; known keys: {', '.join(sorted(known))}"
+                f"{', '.join(with_suggestion(key, known) for key in unknown)}; known keys: {', '.join(sorted(known))}"
             )
         parsed = {k: _parse_value(k, v, source) for k, v in values.items()}
         try:
@@ -156,7 +156,7 @@ def option_name(key: str, prefix: str = "--hemorrhage-") -> str:
     return prefix + key.replace("_", "-")
 
 
-def _with_suggestion(key: str, known: set[str]) -> str:
+def with_suggestion(key: str, known: Iterable[str]) -> str:
     """``key``, followed by the closest known key when one is close: a typo names its fix."""
     close = difflib.get_close_matches(key, sorted(known), n=1)
     return f"{key} (did you mean {close[0]}?)" if close else key

@@ -93,3 +93,26 @@ def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester, inner, line: 
     result.stderr.fnmatch_lines([f"ERROR: {expected}"])
     result.stdout.no_fnmatch_line("*collected despite*")
     result.stdout.no_fnmatch_line("*passed*")
+
+
+def test_a_misspelt_ini_key_is_a_usage_error_naming_the_key_it_meant(pytester: pytest.Pytester, inner) -> None:
+    """A typo would leave the threshold at its default (a looser gate than written); pytest only warns."""
+    pytester.makeini(
+        """
+        [pytest]
+        hemorrhage_max_kll = 0.01
+        hemorrhage_min_top1_agreement = 0.9
+        """
+    )
+    inner(THRESHOLDS_PROBE)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*tox.ini: unknown key hemorrhage_max_kll (did you mean hemorrhage_max_kl?);*"])
+
+
+def test_every_ini_key_the_plugin_declares_is_known(pytester: pytest.Pytester, inner) -> None:
+    from pytest_hemorrhage.plugin import INI_KEYS
+
+    declared = {line.split()[0] for line in pytester.runpytest("--help").stdout.lines
+                if line.strip().startswith("hemorrhage_") and "(" in line}
+    assert declared == set(INI_KEYS)
