@@ -31,6 +31,9 @@ __all__ = [
     "SweepResult",
     "fit_phase_transition",
     "explain",
+    "llama_cpp",
+    "onnx_runtime",
+    "openai_server",
     "HemorrhageError",
     "InvalidArgument",
     "SnapshotError",
@@ -55,6 +58,9 @@ _LAZY = {
     "SweepResult": ("sweep", "SweepResult"),
     "fit_phase_transition": ("sweep", "fit_phase_transition"),
     "explain": ("check", "explain"),
+    "llama_cpp": ("runtimes", "llama_cpp"),
+    "onnx_runtime": ("runtimes", "onnx_runtime"),
+    "openai_server": ("runtimes", "openai_server"),
 }
 
 

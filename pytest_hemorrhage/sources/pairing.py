@@ -22,6 +22,7 @@ from ..snapshot import Snapshot, load_snapshot
 from ..validate import check_tokenizers
 from . import Source
 from .module import ModuleSource
+from .runtime import NO_HIDDEN_STATES
 from .snapshot import SnapshotSource
 
 __all__ = ["pair_sources", "live_model", "opened"]
@@ -42,6 +43,8 @@ def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "a
     cand = base.paired_with(_source(candidate, "candidate", layers, output), generation)
     allowed = check_tokenizers(base.origin, cand.origin, probes, allow=allow_tokenizer_mismatch)
     notes = [allowed] if allowed is not None else []
+    if layers is not None and base.layer_names and not cand.layer_names and cand.model is None:
+        notes.append(NO_HIDDEN_STATES.format(side=cand.label))
     probe_set = base.probes_for(probes)
     for source in (base, cand):
         source.check(probe_set)
