@@ -45,7 +45,11 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
     patterns = diagnose(report, base_model if live and not shared else None,
                         cand_model if live and not shared else None, probes if live and not shared else None)
     report.patterns = [{**p.to_dict(), "description": p.describe()} for p in patterns]
-    if suggest and live:
+    if suggest and live and cand_model is None:
+        label = getattr(candidate, "label", type(candidate).__name__)
+        report.suggestion = (f"no mitigation applies: the candidate runs in {label} and holds no torch weights "
+                             "that a mitigation could change; re-make the file with other settings and compare again")
+    elif suggest and live:
         each: dict[str, float] = {}
 
         def timed(event: ProgressEvent) -> None:

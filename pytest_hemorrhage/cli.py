@@ -23,12 +23,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import HemorrhageError
+from .errors import HemorrhageError, InvalidArgument
 from .files import atomic_write_text
 from .model_folder import check_model_folder, load_model, load_tokenizer
 from .progress import ProgressLines
 from .render.junit import junit_xml
 from .render.text import thresholds_to_loosen
+from .runtimes import RUNTIMES
 from .sweep import MODIFY_SHORTCUTS
 from .thresholds import Thresholds, option_name
 
@@ -108,7 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_progress(snap)
     cmp_ = sub.add_parser("compare", help="compare a candidate model folder against a baseline model folder")
     cmp_.add_argument("baseline", help="baseline: a Hugging Face model folder, or a snapshot file")
-    cmp_.add_argument("candidate", help="candidate: a Hugging Face model folder")
+    cmp_.add_argument("candidate", help="candidate: a Hugging Face model folder; with --runtime, a GGUF or ONNX "
+                                        "file, or a server's URL (http://host:port/v1)")
+    cmp_.add_argument("--runtime", choices=sorted(RUNTIMES), default=None,
+                      help="run the candidate in llama.cpp (a GGUF file), ONNX Runtime (an ONNX file) or an "
+                           "OpenAI-compatible completions server (its URL, with --model)")
+    cmp_.add_argument("--model", dest="server_model", default=None, metavar="NAME",
+                      help="--runtime openai: the model name the server serves")
+    cmp_.add_argument("--topk", type=int, default=None, metavar="K",
+                      help="--runtime openai: log-probabilities asked for per token (default 20; servers cap it)")
+    cmp_.add_argument("--api-key-env", default=None, metavar="VAR",
+                      help="--runtime openai: environment variable holding the API key (default OPENAI_API_KEY); "
+                           "the key is never printed or written")
     _add_probe_options(cmp_, snapshot_fixes=True)
     cmp_.add_argument("--allow-tokenizer-mismatch", action="store_true",
                       help="compare although the tokenizers of the baseline, candidate or probes differ "
@@ -147,13 +159,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_compare_paths(baseline: str, candidate: str) -> None:
+def _runtime_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The options to open ``--runtime`` with (None without one), checked before anything loads:
+    the server's flags belong to ``--runtime openai`` alone."""
+    server_options = {"model": args.server_model, "topk": args.topk, "api_key_env": args.api_key_env}
+    given = {name: value for name, value in server_options.items() if value is not None}
+    if args.runtime is None or args.runtime != "openai":
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            which = f"--runtime {args.runtime} runs a file" if args.runtime else "the candidate is a model folder"
+            raise InvalidArgument(f"{flags}: only for --runtime openai (a server); {which}")
+        return None if args.runtime is None else {}
+    if args.server_model is None:
+        raise InvalidArgument("--runtime openai needs --model NAME, the model the server serves "
+                              "(its /v1/models lists them)")
+    return given
+
+
+def _check_compare_paths(baseline: str, candidate: str, runtime: str | None = None) -> None:
     """Refuse missing paths and arguments in the wrong order before any weights load."""
     if not Path(baseline).exists():
         raise HemorrhageError(
             f"baseline: {baseline} does not exist; give a snapshot file (hemorrhage snapshot ... --out FILE) "
             "or a Hugging Face model folder"
         )
+    if runtime is not None:
+        if Path(baseline).is_dir():
+            check_model_folder(baseline, "baseline")
+        if runtime != "openai" and not Path(candidate).is_file():
+            kind = "GGUF" if runtime == "llama.cpp" else "ONNX"
+            raise HemorrhageError(f"candidate: {candidate} is not a file; --runtime {runtime} runs a {kind} file")
+        return
     if Path(candidate).is_file():
         order = "hemorrhage compare SNAPSHOT_OR_BASELINE CANDIDATE"
         if Path(baseline).is_dir():
@@ -236,7 +272,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     thresholds = _thresholds(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    _check_compare_paths(args.baseline, args.candidate)
+    runtime_options = _runtime_options(args)
+    _check_compare_paths(args.baseline, args.candidate, args.runtime)
     snapshot = None
     if Path(args.baseline).is_file():
         from .snapshot import load_snapshot
@@ -248,8 +285,13 @@ def _compare(args: argparse.Namespace) -> int:
         baseline, tokenizer = _model_with_tokenizer(args.baseline, "baseline")
         probes = Probes.builtin(tokenizer, n=_PROBES if args.probes is None else args.probes,
                                 max_length=_MAX_LENGTH if args.max_length is None else args.max_length)
-    candidate, candidate_tokenizer = load_model(args.candidate, "candidate")
-    if candidate_tokenizer is None:
+    if runtime_options is not None:
+        from .runtimes import open_runtime
+
+        candidate = open_runtime(args.runtime, args.candidate, **runtime_options)
+    else:
+        candidate, candidate_tokenizer = load_model(args.candidate, "candidate")
+    if args.runtime is None and candidate_tokenizer is None:
         print(f"hemorrhage: warning: the candidate folder {args.candidate} holds no tokenizer, so it was not "
               "checked against the baseline's; save it there with tokenizer.save_pretrained(folder)", file=sys.stderr)
     # The bar shows the probes; the lines say what the comparison and each mitigation took.
