@@ -206,3 +206,24 @@ def test_core_modules_do_not_import_pytest(module):
     names = imported_names(module, files[module], set(files))
     assert not {n for n in names if n.split(".")[0] in ("pytest", "_pytest")}, (
         f"{module} imports pytest; only {sorted(PYTEST_MODULES)} may (the library must run without pytest)")
+
+
+#: The optional runtimes and quantizers: extras that the core must never need to import.
+OPTIONAL_PACKAGES = ("llama_cpp", "onnxruntime", "onnx", "onnxscript", "httpx", "torchao", "optimum")
+
+
+def test_importing_every_module_imports_no_optional_runtime():
+    """A missing extra must cost only the feature that needs it: every module imports without it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, sys\n"
+        f"for name in {sorted(module_names())!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"print(sorted(m for m in {OPTIONAL_PACKAGES!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
