@@ -75,7 +75,8 @@ INT8 = {"torchao-int8": torchao_int8, "torchao-int8-dynamic": torchao_int8_dynam
 HARSHER = {"torchao": (torchao_int8, torchao_int4), "optimum.quanto": (quanto_int8, quanto_int4)}
 LIBRARY = {"torchao-int8": "torchao (Int8Tensor)", "torchao-int8-dynamic": "torchao (Int8Tensor)",
            "quanto-int8": "optimum.quanto (WeightQBytesTensor)",
-           "torch.ao-dynamic-int8": "torch.ao.quantization (torch.ao.nn.quantized.dynamic.modules.linear.Linear)"}
+           "torch.ao-dynamic-int8": "torch.ao.quantization (torch.ao.nn.quantized.dynamic.modules.linear.Linear)",
+           "torchao-int4": "torchao (IntxUnpackedToInt8Tensor)", "quanto-int4": "optimum.quanto (WeightQBitsTensor)"}
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +151,15 @@ def test_a_failing_quantized_candidate_is_explained_and_repaired_by_fallback(bas
 
     assert not report.passed
     assert all(p["description"] for p in report.patterns)
+    # What the packed weights ruled out is said, although fallback found a fix.
+    assert report.notes == [
+        f"diagnosis: activation outlier clipping was not measured: the candidate's weights are packed by "
+        f"{LIBRARY[name]}, whose linears quantize their inputs, if at all, inside their own kernels where no hook "
+        "sees them",
+        *(f"mitigation {mitigation} not tried: {why}" for mitigation, why in not_applicable(baseline, candidate).items()),
+    ]
+    assert f"mitigation gradient_pruning not tried: gradient pruning cannot run: the candidate's weights are " \
+           f"packed by {LIBRARY[name]}" in report.to_text()
     assert report.suggestion.startswith(f"verified fix: restored {len(packed)} of {len(packed)} modified linears")
     assert [s["name"] for s in report.suggestions] == ["fallback"]
     assert report.suggestions[0]["after"] == 0  # every linear restored: the baseline's function exactly
