@@ -2,10 +2,10 @@
 
 torchao (``quantize_``) and optimum-quanto (``quantize`` + ``freeze``) keep ``nn.Linear`` modules
 but replace their weights by tensor subclasses that wrap integer data and scales;
-``torch.ao.quantization.quantize_dynamic`` replaces each ``nn.Linear`` by a quantized module whose
-weight is a packed parameter, no ``Parameter`` at all. Such a model runs and can be hooked, but its
-weights cannot be read or written as plain float tensors: the mitigations that edit weights say
-so (:func:`packed_by`) instead of failing.
+``torch.ao.quantization.quantize_dynamic`` and HQQ replace each ``nn.Linear`` by a quantized
+module whose weight is packed integer data, no float ``weight`` at all. Such a model runs and can
+be hooked, but its weights cannot be read or written as plain float tensors: the mitigations that
+edit weights say so (:func:`packed_by`) instead of failing.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 __all__ = ["storage_pointers", "packed_by", "packed_modules", "is_packed_tensor"]
 
-# Module prefixes of torch's own quantized modules (torch.ao.quantization.quantize_dynamic, convert).
-_TORCH_QUANTIZED = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+# Module prefixes of quantized linear modules -> the library that made them: torch's own
+# (torch.ao.quantization.quantize_dynamic, convert) and HQQ's HQQLinear.
+_QUANTIZED_MODULES = {"torch.ao.nn.quantized": "torch.ao.quantization", "torch.nn.quantized": "torch.ao.quantization",
+                      "torch.ao.nn.intrinsic.quantized": "torch.ao.quantization", "hqq.": "hqq"}
 
 
 def storage_pointers(tensor: torch.Tensor) -> set[int]:
@@ -51,8 +53,10 @@ def _library(kind: type) -> str:
 
 def _packing(module: nn.Module) -> str | None:
     """``"torchao (Int8Tensor)"`` when ``module`` holds packed weights, else None."""
-    if type(module).__module__.startswith(_TORCH_QUANTIZED):
-        return f"{_library(type(module))} ({type(module).__module__}.{type(module).__name__})"
+    kind = type(module)
+    library = next((name for prefix, name in _QUANTIZED_MODULES.items() if kind.__module__.startswith(prefix)), None)
+    if library is not None:
+        return f"{library} ({kind.__module__}.{kind.__name__})"
     for tensor in module._parameters.values():
         if tensor is not None and is_packed_tensor(tensor):
             plain = tensor.data if isinstance(tensor, nn.Parameter) else tensor

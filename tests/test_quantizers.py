@@ -221,3 +221,16 @@ def test_the_public_assertion_passes_an_int8_candidate_and_fails_a_strict_thresh
     assert ph.assert_no_hemorrhage(baseline, candidate, probes).passed
     with pytest.raises(ph.HemorrhageDetected, match="verified fix: restored"):
         ph.assert_no_hemorrhage(baseline, candidate, probes, max_kl=1e-9)
+
+
+@pytest.mark.slow
+def test_int8_weights_on_the_default_model_pass_the_default_gate(hemorrhage_default_model):
+    model, tokenizer = hemorrhage_default_model
+    probes = Probes.builtin(tokenizer, n=16, max_length=64)
+    candidate = quantized(model, quanto_int8)
+
+    report = ph.assert_no_hemorrhage(model, candidate, probes)
+
+    assert 0 < report.metrics["kl"].estimate < 0.01
+    assert len(report.layers) == model.config.num_hidden_layers
+    assert all(layer.sqnr_db > 15 for layer in report.layers)
