@@ -105,6 +105,17 @@ def kl_by_hand(baseline, candidate, probes) -> float:
     return float((logp_b.exp() * (logp_b - logp_c)).sum(-1).mean())
 
 
+def ppl_ratio_by_hand(baseline, candidate, probes) -> float:
+    """Perplexity of the candidate over the baseline's on the probes' own next tokens."""
+    ids = torch.tensor(probes.token_ids)
+
+    def mean_nll(model) -> torch.Tensor:
+        logp = logits(model, probes)[:, :-1].double().log_softmax(-1)
+        return -logp.gather(-1, ids[:, 1:, None]).mean()
+
+    return float((mean_nll(candidate) - mean_nll(baseline)).exp())
+
+
 @pytest.mark.parametrize("name", INT8)
 def test_an_int8_candidate_has_a_small_exact_kl_and_hookable_blocks(baseline, probes, name):
     before = snapshot_state(baseline)
@@ -118,6 +129,8 @@ def test_an_int8_candidate_has_a_small_exact_kl_and_hookable_blocks(baseline, pr
     kl = report.metrics["kl"].estimate
     assert 0 < kl < 1e-2
     assert kl == pytest.approx(kl_by_hand(baseline, candidate, probes), rel=1e-4)
+    assert report.metrics["ppl_ratio"].estimate == pytest.approx(ppl_ratio_by_hand(baseline, candidate, probes),
+                                                                 abs=1e-5)
     assert report.metrics["top1"].estimate > 0.8  # torch.ao's one activation range per batch costs the most
     assert [layer.name for layer in report.layers] == [f"model.layers.{i}" for i in range(4)]
     assert all(15 < layer.sqnr_db < 80 for layer in report.layers)  # changed, but by int8 rounding only
