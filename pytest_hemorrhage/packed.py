@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-__all__ = ["storage_pointers", "packed_by", "packed_modules", "is_packed_tensor"]
+__all__ = ["storage_pointers", "packed_by", "packed_modules", "is_packed_tensor", "cannot_edit", "module_tree_copy",
+           "without_autograd"]
 
 # Module prefixes of quantized linear modules -> the library that made them: torch's own
 # (torch.ao.quantization.quantize_dynamic, convert) and HQQ's HQQLinear.
@@ -36,8 +37,11 @@ def storage_pointers(tensor: torch.Tensor) -> set[int]:
 
 
 def is_packed_tensor(tensor: torch.Tensor) -> bool:
-    """A quantized tensor: a wrapper subclass (torchao, quanto) or one of torch's quantized dtypes."""
+    """A quantized tensor: a wrapper subclass (torchao, quanto) or one of torch's quantized dtypes.
+    torch.distributed's DTensor, a wrapper of float shards, is none."""
     plain = tensor.data if isinstance(tensor, nn.Parameter) else tensor
+    if type(plain).__module__.startswith("torch.distributed"):
+        return False
     return is_traceable_wrapper_subclass(plain) or plain.is_quantized
 
 

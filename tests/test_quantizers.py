@@ -16,7 +16,9 @@ from pytest_hemorrhage.engine import compare
 from pytest_hemorrhage.errors import HemorrhageError
 from pytest_hemorrhage.mitigate.fallback import fallback, modified_linears
 from pytest_hemorrhage.mitigate.suggest import not_applicable
-from pytest_hemorrhage.packed import module_tree_copy, packed_by, packed_modules, storage_pointers
+from pytest_hemorrhage.packed import (
+    module_tree_copy, packed_by, packed_modules, storage_pointers, without_autograd,
+)
 from pytest_hemorrhage.probes import Probes
 from tiny_models import random_token_ids, same_state, snapshot_state, tiny_llama
 
@@ -169,7 +171,8 @@ def test_a_failing_quantized_candidate_is_explained_and_repaired_by_fallback(bas
         f"diagnosis: activation outlier clipping was not measured: the candidate's weights are packed by "
         f"{LIBRARY[name]}, whose linears quantize their inputs, if at all, inside their own kernels where no hook "
         "sees them",
-        *(f"mitigation {mitigation} not tried: {why}" for mitigation, why in not_applicable(baseline, candidate).items()),
+        *(f"mitigation {mitigation} not tried: {why}"
+          for mitigation, why in not_applicable(baseline, candidate).items()),
     ]
     assert f"mitigation gradient_pruning not tried: gradient pruning cannot run: the candidate's weights are " \
            f"packed by {LIBRARY[name]}" in report.to_text()
@@ -247,3 +250,15 @@ def test_int8_weights_on_the_default_model_pass_the_default_gate(hemorrhage_defa
     assert 0 < report.metrics["kl"].estimate < 0.01
     assert len(report.layers) == model.config.num_hidden_layers
     assert all(layer.sqnr_db > 15 for layer in report.layers)
+
+
+def test_float_models_keep_inference_mode_and_packed_ones_run_without_grad(baseline):
+    assert packed_by(baseline) is None and packed_modules(baseline) == {}
+    with without_autograd(baseline):
+        assert torch.is_inference_mode_enabled()
+    int4 = quantized(baseline, quanto_int4)  # its 4-bit weights make views that inference mode refuses
+    with without_autograd(baseline, int4):
+        assert not torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+        int4(torch.tensor([[1, 2, 3]]))
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference tensor"):
+        int4(torch.tensor([[1, 2, 3]]))  # the premise: why compare() must not use inference mode here
