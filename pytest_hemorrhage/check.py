@@ -15,6 +15,7 @@ from .errors import HemorrhageDetected
 from .mitigate.registry import MITIGATIONS
 from .mitigate.suggest import not_applicable
 from .mitigate.suggest import suggest as run_suggest
+from .packed import packed_by
 from .probes import as_probes
 from .progress import MITIGATION, OnProgress, ProgressEvent
 from .render.text import thresholds_to_loosen
@@ -45,6 +46,11 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
     patterns = diagnose(report, base_model if live and not shared else None,
                         cand_model if live and not shared else None, probes if live and not shared else None)
     report.patterns = [{**p.to_dict(), "description": p.describe()} for p in patterns]
+    packer = packed_by(cand_model) if live and not shared else None
+    if packer is not None:
+        report.notes.append(f"diagnosis: activation outlier clipping was not measured: the candidate's weights are "
+                            f"packed by {packer}, whose linears quantize their inputs, if at all, inside their "
+                            "own kernels where no hook sees them")
     if suggest and live and cand_model is None:
         label = getattr(candidate, "label", type(candidate).__name__)
         report.suggestion = (f"no mitigation applies: the candidate runs in {label} and holds no torch weights "
@@ -68,6 +74,9 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
             best = found[0]
             report.suggestion = ("verified fix: " if best.passed else "best mitigation tried (still fails): ") + \
                 best.describe()
+            if packer is not None:  # what packed weights ruled out, said even when another mitigation helped
+                report.notes += [f"mitigation {name} not tried: {why}"
+                                 for name, why in not_applicable(baseline, candidate).items()]
         else:
             report.suggestion = _why_none(baseline, candidate)
     return report

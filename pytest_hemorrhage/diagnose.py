@@ -331,6 +331,7 @@ def _channel_error_sums(baseline: Any, candidate: Any, names: list[str], probes:
 
     from .sources.module import evaluating, pad_id
     from .modify._common import model_device
+    from .packed import without_autograd
 
     sums: dict[str, Any] = {}
     base_in: dict[str, Any] = {}
@@ -361,7 +362,7 @@ def _channel_error_sums(baseline: Any, candidate: Any, names: list[str], probes:
     handles = [baseline.get_submodule(n).register_forward_hook(keep(n)) for n in names]
     handles += [candidate.get_submodule(n).register_forward_hook(measure(n)) for n in names]
     try:
-        with evaluating(roles={"baseline": baseline, "candidate": candidate}), torch.inference_mode():
+        with evaluating(roles={"baseline": baseline, "candidate": candidate}), without_autograd(candidate):
             for batch in probes.batches(OUTLIER_PROBES, pad_id=pad_id(baseline)):
                 state["mask"] = batch.attention_mask
                 kwargs = {"attention_mask": batch.attention_mask.to(model_device(baseline))}

@@ -23,6 +23,7 @@ from .errors import HemorrhageError, InvalidArgument
 from .generation import generation_metrics
 from .metrics.activations import relative_error, sqnr_db
 from .metrics.outputs import OUTPUT_METRICS
+from .packed import without_autograd
 from .probes import ProbeBatch, Probes
 from .progress import COMPARED, COMPARING, OnProgress, ProgressEvent
 from .report import LayerResult, MetricResult, Report
@@ -297,7 +298,7 @@ def compare(
     with ExitStack() as opened:
         for source in (base, cand):
             opened.enter_context(source.opened(device, attention))
-        opened.enter_context(torch.inference_mode())
+        opened.enter_context(without_autograd(*(getattr(source, "model", None) for source in (base, cand))))
         run = _Run(probe_set, base, cand, attention, topk)
         pad = next((source.pad_id for source in (base, cand) if source.pad_id is not None), 0)
         stopper = SequentialStop(len(probe_set), thr) if sequential else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import warnings
 
 import pytest
 import torch
@@ -190,18 +189,21 @@ def test_register_checks_the_protocol_and_names():
     assert list(MITIGATIONS) == ["gradient_pruning", "dynamic_scaling", "decoding_calibration", "fallback"]
 
 
-def _dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` through ``torch.ao.quantization.quantize_dynamic`` (int8 linears)."""
-    with warnings.catch_warnings():  # torch's deprecation notices for torch.ao and quantized tensors
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+def _restructured(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose damaged linear sits inside an ``nn.Sequential``: the same function under
+    other parameter names, so no module has a baseline counterpart to restore. (A candidate from
+    ``torch.ao.quantization.quantize_dynamic`` no longer serves: fallback swaps its packed linears.)"""
+    restructured = copy.deepcopy(model)
+    parent, _, child = DAMAGED.rpartition(".")
+    setattr(restructured.get_submodule(parent), child, torch.nn.Sequential(restructured.get_submodule(DAMAGED)))
+    return restructured
 
 
 def test_when_no_mitigation_applies_the_failure_says_why_for_each(pair):
     base, cand = pair
-    # Every nn.Linear swapped for a quantized module: no built-in mitigation can prune, rescale,
+    # The damaged linear moved under another name: no built-in mitigation can prune, rescale,
     # refit or restore it.
-    dynamic = _dynamic_int8(cand)
+    dynamic = _restructured(cand)
     reasons = not_applicable(base, dynamic)
     assert set(reasons) == set(MITIGATIONS)  # the premise: none applies
     with pytest.raises(HemorrhageDetected) as info:
@@ -223,7 +225,7 @@ def test_a_mitigation_that_applies_but_breaks_is_named_apart_from_those_that_do_
 
     register(SimpleMitigator("always_breaks", lambda baseline, candidate: Applies.yes(), broken))
     try:
-        dynamic = _dynamic_int8(cand)
+        dynamic = _restructured(cand)
         report = ph.compare(base, dynamic, _probes())
         with pytest.warns(UserWarning, match="mitigation always_breaks was not verified: broken: cannot mitigate"):
             ph.explain(report, base, dynamic, _probes())

@@ -30,6 +30,7 @@ from ..modify.quantize import (
     _install_activation_quant,
     fake_quantize_weight,
 )
+from ..packed import cannot_edit
 from ..probes import ProbeBatch, Probes, as_probes
 from ..thresholds import Thresholds
 from . import Applies, Mitigation, SimpleMitigator
@@ -242,6 +243,9 @@ def _build_smoothed(
 
 def _rescalable(candidate: Any) -> Applies:
     config = getattr(candidate, MODIFICATION_ATTR, None)
+    packed = cannot_edit(candidate, "dynamic scaling")
+    if packed is not None:
+        return Applies.no(packed)
     if not isinstance(candidate, nn.Module) or not isinstance(config, QuantizationConfig):
         return Applies.no("the candidate is not a model from quantize(...)")
     if config.activation is None and config.granularity != "per_tensor":

@@ -20,8 +20,9 @@ from torch import nn
 from ..arguments import positive_int
 from ..engine import compare
 from ..errors import HemorrhageError, InvalidArgument
-from ..modify._common import linear_modules, model_device
+from ..modify._common import is_linear_like, model_device
 from ..modify.quantize import ACTIVATION_QUANT_ATTR
+from ..packed import module_tree_copy, packed_modules, without_autograd
 from ..probes import as_probes
 from ..sources.module import evaluating, pad_id
 from . import Applies, Mitigation, SimpleMitigator
@@ -36,10 +37,32 @@ def _same_structure(baseline: Any, candidate: Any) -> Applies:
     for role, model in (("baseline", baseline), ("candidate", candidate)):
         if not isinstance(model, nn.Module):
             return Applies.no(f"the {role} is a {type(model).__name__}, not an nn.Module with weights to restore")
+    packed = packed_modules(candidate)
+    if packed:
+        return _packed_counterparts(baseline, candidate, packed)
     shapes_b = {n: tuple(p.shape) for n, p in baseline.named_parameters()}
     shapes_c = {n: tuple(p.shape) for n, p in candidate.named_parameters()}
     if shapes_b != shapes_c:
         return Applies.no("baseline and candidate differ in parameter names or shapes: no module to restore one by one")
+    return Applies.yes()
+
+
+def _packed_counterparts(baseline: nn.Module, candidate: nn.Module, packed: dict[str, str]) -> Applies:
+    """Whether every module whose weights another quantizer packed has a baseline linear to swap in,
+    and the candidate's other (float) parameters match the baseline's."""
+    base = dict(baseline.named_modules())
+    lacking = [name for name in packed if name not in base or not is_linear_like(base[name])]
+    if lacking:
+        return Applies.no(f"layer fallback cannot restore {lacking[0]}: its weights are packed by {packed[lacking[0]]} "
+                          "and the baseline has no linear layer of that name to put in its place")
+
+    def plain_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(p.shape) for n, p in model.named_parameters()
+                if not any(n.startswith(name + ".") for name in packed)}
+
+    if plain_shapes(baseline) != plain_shapes(candidate):
+        return Applies.no("baseline and candidate differ in the names or shapes of their unpacked parameters: "
+                          "no module to restore one by one")
     return Applies.yes()
 
 
@@ -65,9 +88,12 @@ def _differs(base: nn.Module, cand: nn.Module) -> bool:
 
 
 def modified_linears(baseline: nn.Module, candidate: nn.Module) -> list[str]:
-    """Names of the candidate's linear layers that differ from the baseline's (weights, bias or input quantizer)."""
+    """Names of the candidate's linear layers that differ from the baseline's (weights, bias or input
+    quantizer), those whose weights another quantizer packed included."""
     base = dict(baseline.named_modules())
-    return [name for name, module in linear_modules(candidate) if name in base and _differs(base[name], module)]
+    packed = packed_modules(candidate)
+    return [name for name, module in candidate.named_modules()
+            if name and name in base and (name in packed or (is_linear_like(module) and _differs(base[name], module)))]
 
 
 def sensitivity(baseline: nn.Module, candidate: nn.Module, names: list[str], probes: Any,
@@ -100,7 +126,7 @@ def sensitivity(baseline: nn.Module, candidate: nn.Module, names: list[str], pro
     base = dict(baseline.named_modules())
     handles = [base[name].register_forward_hook(hook_for(name)) for name in names]
     try:
-        with evaluating(roles={"baseline": baseline, "candidate": candidate}), torch.inference_mode():
+        with evaluating(roles={"baseline": baseline, "candidate": candidate}), without_autograd(candidate):
             device = model_device(baseline)
             for batch in probe_set.batches(batch_size, pad_id=pad_id(baseline)):
                 if batch.input_ids is not None:
@@ -119,18 +145,29 @@ def sensitivity(baseline: nn.Module, candidate: nn.Module, names: list[str], pro
 
 
 class _Restorer:
-    """A working copy of the candidate whose first ``k`` ranked modules can be set to baseline weights."""
+    """A working copy of the candidate whose first ``k`` ranked modules can be set to baseline weights.
+
+    Plain weights are copied in place. Modules whose weights another quantizer packed are swapped
+    whole instead, a copy of the baseline's module in place of the candidate's, in a copy of the
+    candidate's module tree (packed weights can neither be written nor, for some, deep-copied).
+    """
 
     def __init__(self, baseline: nn.Module, candidate: nn.Module, ranked: list[str]) -> None:
-        self.model = copy.deepcopy(candidate)
+        self.swapping = bool(packed_modules(candidate))
+        self.model = module_tree_copy(candidate) if self.swapping else copy.deepcopy(candidate)
         self.ranked = ranked
         base, cand, work = (dict(m.named_modules()) for m in (baseline, candidate, self.model))
-        self.base = [base[n] for n in ranked]
-        self.cand = [cand[n] for n in ranked]
+        self.base = [copy.deepcopy(base[n]) if self.swapping else base[n] for n in ranked]
+        self.cand = [work[n] if self.swapping else cand[n] for n in ranked]
         self.work = [work[n] for n in ranked]
         self.quantizers = [w._modules.get(ACTIVATION_QUANT_ATTR) for w in self.work]
 
     def set(self, k: int) -> nn.Module:
+        if self.swapping:
+            for i, name in enumerate(self.ranked):
+                parent, _, child = name.rpartition(".")
+                setattr(self.model.get_submodule(parent), child, self.base[i] if i < k else self.cand[i])
+            return self.model
         with torch.no_grad():
             for i, work in enumerate(self.work):
                 src = self.base[i] if i < k else self.cand[i]
@@ -193,7 +230,7 @@ def fallback(
     details: dict[str, Any] = {"n_modified": len(names), "kl_before": _kl(before)}
     if before.passed:
         details.update(restored=[], kl_after=_kl(before), compares=compares, sensitivity={}, searched={0: True})
-        return Mitigation("fallback", copy.deepcopy(candidate),
+        return Mitigation("fallback", _Restorer(baseline, candidate, []).model,
                           f"nothing to restore: the candidate already passes (KL {_kl_text(before)})", details)
     if not names:
         raise HemorrhageError(

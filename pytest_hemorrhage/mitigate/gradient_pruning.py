@@ -26,6 +26,7 @@ from ..modify.importance import (
     prune_by_importance,
     pruning_scores,
 )
+from ..packed import cannot_edit
 from . import Applies, Mitigation, SimpleMitigator
 
 __all__ = [
@@ -91,6 +92,9 @@ def _unstructured_pruning(candidate: Any) -> Applies:
         if _unstructured_steps(record):
             return Applies.yes()
         return Applies.no(f"the candidate's modification ({record}) is not unstructured pruning")
+    packed = cannot_edit(candidate, "gradient pruning")
+    if packed is not None:
+        return Applies.no(packed)
     try:
         sparsity = measured_sparsity(candidate)
     except InvalidArgument as exc:

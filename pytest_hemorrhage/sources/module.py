@@ -14,6 +14,7 @@ from torch import nn
 
 from ..capture import ModelAdapter, adapt, capture_layers, eager_attention, module_tensors, parameter_count
 from ..errors import HemorrhageError, InvalidArgument
+from ..packed import storage_pointers
 from ..probes import ProbeBatch, Probes, as_probes
 from ..validate import check_context_length, check_token_ids, vocabulary_mismatch
 from .observation import TensorObservation
@@ -168,10 +169,10 @@ def check_pair(baseline: nn.Module, candidate: nn.Module) -> None:
                     f"{role}: parameter {meta[0]} is on the meta device (no data); load real weights "
                     "(e.g. from_pretrained without device_map='meta', or model.to_empty() then load a state dict)"
                 )
-        storages.append({t.untyped_storage().data_ptr() for t in tensors if t.device.type != "meta" and t.numel() > 0})
+        storages.append(set().union(*map(storage_pointers, tensors)))
     shared = storages[0] & storages[1]
     if shared:
-        names = [n for n, p in candidate.named_parameters() if p.untyped_storage().data_ptr() in shared]
+        names = [n for n, p in candidate.named_parameters() if storage_pointers(p) & shared]
         raise HemorrhageError(
             f"baseline and candidate share parameter storage ({len(shared)} tensors, e.g. "
             f"{names[0] if names else 'a buffer'}): the modification was probably applied in place, "
