@@ -121,6 +121,16 @@ class RuntimeSource:
             )
         return as_probes(probes)
 
+    def check_vocabulary(self, size: int, baseline: str) -> None:
+        """Raise when the runtime scores another number of token ids than ``size``, those of ``baseline``."""
+        if self.vocab_size != size:
+            raise HemorrhageError(
+                f"vocabulary mismatch: {baseline} has {size} token ids, the {self.role} ({self.label}) "
+                f"{self.vocab_size}: the two do not share a vocabulary, so their next-token distributions cannot "
+                "be compared. Compare a file converted from the baseline model, or a baseline (snapshot) of the "
+                "model this file was converted from."
+            )
+
     def check(self, probes: Probes) -> None:
         """Raise when the runtime cannot score ``probes`` as the baseline does (see the module's docstring)."""
         if not probes.is_tokens:
