@@ -13,7 +13,9 @@ Cache layout (beside the converted default model, :func:`~pytest_hemorrhage.mode
         SmolLM2-135M-Instruct.Q8_0.gguf, ...
 
 Each file is written under a temporary name and renamed into place, so a file present is a
-complete one. On 2 cores the F32 file takes about 10 s, each quantisation a few seconds more.
+complete one. On 2 cores the F32 file takes about 5 s, each quantisation 5-10 s. On this model
+most tensors of a K-quant fall back to another type (Q4_K_M: mostly Q5_0; Q2_K: mostly Q4_0 and
+Q3_K), as llama.cpp does for rows of 576 values, which are no multiple of the K-quants' 256.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 from .errors import HemorrhageError, InvalidArgument
 from .files import atomic_path
@@ -32,7 +34,7 @@ from .models import GGUF_FILENAME, default_model_path, gguf_sha256
 from .models import cache_dir as cache_root
 from .sources.runtime import require
 
-__all__ = ["GGUF_KINDS", "default_model_gguf", "write_f32_gguf", "quantize_gguf"]
+__all__ = ["GGUF_KINDS", "default_model_gguf", "write_f32_gguf", "rewrite_gguf", "quantize_gguf"]
 
 #: The kinds :func:`default_model_gguf` makes: the shipped file, its F32 copy, and llama.cpp's quantisations.
 GGUF_KINDS = ("Q4_1", "F32", "Q8_0", "Q4_K_M", "Q2_K")
@@ -75,23 +77,37 @@ def default_model_gguf(kind: str = _SHIPPED, *, cache_dir: str | os.PathLike[str
 def write_f32_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
     """Write ``source`` (a GGUF file) to ``target`` with every tensor dequantised to float32.
 
-    Every metadata key is copied except ``general.file_type``, which says all-F32. Needs the
-    ``gguf`` package (``pip install gguf``).
+    Every metadata key is copied; ``general.file_type`` says all-F32. Needs the ``gguf`` package.
     """
     gguf = require("gguf", "llamacpp", "writing an F32 GGUF file")
+    rewrite_gguf(source, target, dequantise=True,
+                 metadata={gguf.Keys.General.FILE_TYPE: int(gguf.LlamaFileType.ALL_F32)})
+
+
+def rewrite_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str], *, dequantise: bool = False,
+                 metadata: Mapping[str, Any] | None = None) -> None:
+    """Copy the GGUF file ``source`` to ``target``, its tensors dequantised to float32 when ``dequantise``,
+    the values of the keys in ``metadata`` replaced (each keeps its type in the file). Needs ``gguf``."""
+    gguf = require("gguf", "llamacpp", "rewriting a GGUF file")
     reader = gguf.GGUFReader(source)
+    replaced = dict(metadata or {})
+    unknown = set(replaced) - set(reader.fields)
+    if unknown:
+        raise InvalidArgument(f"metadata: {source} has no key {', '.join(sorted(unknown))}")
     arch = reader.fields["general.architecture"].contents()
     with atomic_path(target) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
         for key, field in reader.fields.items():
-            if key.startswith(_WRITER_KEYS) or key == gguf.Keys.General.FILE_TYPE:
+            if key.startswith(_WRITER_KEYS):
                 continue
             value_type = field.types[0]
             sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(key, field.contents(), value_type, sub_type=sub_type)
-        writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+            writer.add_key_value(key, replaced.get(key, field.contents()), value_type, sub_type=sub_type)
         for tensor in reader.tensors:
-            writer.add_tensor(tensor.name, gguf.quants.dequantize(tensor.data, tensor.tensor_type))
+            if dequantise:
+                writer.add_tensor(tensor.name, gguf.quants.dequantize(tensor.data, tensor.tensor_type))
+            else:
+                writer.add_tensor(tensor.name, tensor.data, raw_shape=tensor.data.shape, raw_dtype=tensor.tensor_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -115,11 +131,12 @@ def quantize_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str]
 
 @contextmanager
 def _quiet_llama_cpp() -> Iterator[None]:
-    """llama.cpp logs every tensor it quantises; show its errors only."""
+    """llama.cpp logs every tensor it quantises, and a warning for each that falls back to another
+    type (most of this model's); keep it quiet.
+    llama-cpp-python maps llama.cpp's warnings to ERROR, so only CRITICAL silences them."""
     logger = logging.getLogger("llama-cpp-python")
     level = logger.level
-    if level < logging.ERROR:
-        logger.setLevel(logging.ERROR)
+    logger.setLevel(max(level, logging.CRITICAL))
     try:
         yield
     finally:

@@ -15,7 +15,7 @@ import torch
 
 import pytest_hemorrhage as ph
 from pytest_hemorrhage.errors import HemorrhageError, InvalidArgument
-from pytest_hemorrhage.gguf_files import GGUF_KINDS, default_model_gguf, write_f32_gguf
+from pytest_hemorrhage.gguf_files import GGUF_KINDS, default_model_gguf, rewrite_gguf, write_f32_gguf
 
 QUANTISED = ("F32", "Q8_0", "Q4_K_M", "Q2_K")  # in the order of the damage each does
 
@@ -163,8 +163,13 @@ def test_llama_cpp_logits_agree_with_the_transformers_model(gguf_files, model_an
             ours = source.score(ids)
             theirs = model(torch.tensor([ids])).logits[0].float()
             assert ours.shape == theirs.shape and ours.dtype == torch.float32
-            assert (ours - theirs).abs().max() < 2e-2, (ours - theirs).abs().max()
-            assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+            # llama.cpp keeps keys and values in float16 by default: differences of about 1e-3 of
+            # the logits' scale (0.02 against 20), where float32 keys and values give about 5e-6.
+            assert (ours - theirs).abs().max() < 3e-3 * theirs.abs().max(), (ours - theirs).abs().max()
+            top2 = theirs.topk(2, dim=-1).values
+            clear = top2[:, 0] - top2[:, 1] > 0.1  # where the top-1 is no near tie, both pick it
+            assert clear.sum() > len(ids) // 2
+            assert torch.equal(ours.argmax(-1)[clear], theirs.argmax(-1)[clear])
 
 
 @slow
@@ -191,21 +196,42 @@ def test_special_tokens_and_a_leading_start_token_round_trip(gguf_files, model_a
         source.check(ph.Probes(token_ids=[ids, [0, *ids]]))  # <|endoftext|> first, as a start token
 
 
-@slow
-@pytest.mark.parametrize("made_by", ["shifted ids", "a BERT-layout tokenizer"])
-def test_probes_of_another_tokenizer_are_refused_naming_the_first_different_token(
-        gguf_files, model_and_tokenizer, probes, made_by, tmp_path):
-    if made_by == "shifted ids":
-        foreign = ph.Probes(token_ids=[[t + 1 for t in ids] for ids in probes.token_ids[:2]])
-    else:
-        from model_folders import bert_tokenizer
+@pytest.fixture(scope="module")
+def shifted_vocabulary(gguf_files, tmp_path_factory):
+    """The shipped file with its vocabulary moved by one id, as a faulty conversion might write it."""
+    gguf = pytest.importorskip("gguf")
+    fields = gguf.GGUFReader(gguf_files["Q4_1"]).fields
+    moved = {key: (lambda values: values[1:] + values[:1])(fields[key].contents())
+             for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")}
+    path = tmp_path_factory.mktemp("shifted") / "shifted-vocabulary.gguf"
+    rewrite_gguf(gguf_files["Q4_1"], path, metadata=moved)
+    return path
 
-        bert = bert_tokenizer(tmp_path / "bert")
-        foreign = ph.Probes(token_ids=[bert(text)["input_ids"] for text in ("the cat sat", "a dog ran far")])
+
+@slow
+def test_a_file_whose_vocabulary_was_shifted_is_refused_naming_the_first_different_token(
+        shifted_vocabulary, model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    probes = ph.Probes.builtin(tokenizer, n=2, max_length=16)
+    first = probes.token_ids[0][0]
+    with pytest.raises(HemorrhageError, match="token mismatch: probe 0, position 0") as caught:
+        ph.compare(model, ph.llama_cpp(shifted_vocabulary, n_threads=1), probes)
+    names = tokenizer.convert_ids_to_tokens([first, first + 1])
+    assert f"id {first} is {names[0]!r} to the tokenizer the probes were made with and {names[1]!r}" in \
+        str(caught.value)
+
+
+@slow
+def test_probes_of_a_bert_layout_tokenizer_are_refused_naming_the_first_different_token(gguf_files, tmp_path):
+    from model_folders import bert_tokenizer
+
+    bert = bert_tokenizer(tmp_path / "bert")
+    probes = ph.Probes.from_texts(bert, ["the cat sat", "a dog ran far"])
+    assert probes.token_ids[0][0] == 2  # [CLS]
     with pytest.raises(HemorrhageError, match="token mismatch") as caught:
-        ph.compare(model_and_tokenizer[0], open_file(gguf_files, "Q4_1"), foreign)
-    message = str(caught.value)
-    assert "first difference at position" in message and "probe id" in message and "runtime id" in message
+        open_file(gguf_files, "Q4_1").check(probes)
+    assert "probe 0, position 0: id 2 is '[CLS]' to the tokenizer the probes were made with and '<|im_end|>'" in \
+        str(caught.value)
 
 
 @slow

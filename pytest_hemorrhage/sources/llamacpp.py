@@ -148,11 +148,20 @@ class LlamaCppSource(RuntimeSource):
         with self.loaded():
             return list(self._llama.tokenize(text.encode("utf-8", "surrogateescape"), add_bos=False, special=True))
 
+    def token_string(self, token: int) -> str:
+        """The string the GGUF file's vocabulary holds for ``token`` (``tokenizer.ggml.tokens``)."""
+        with self.loaded():
+            text = self._lib.llama_vocab_get_text(self._vocab(), token)
+        return text.decode("utf-8", "replace") if text is not None else ""
+
+    def _vocab(self) -> Any:
+        return self._lib.llama_model_get_vocab(self._llama.model)
+
     def detokenize(self, ids: Sequence[int]) -> str:
         """llama.cpp's text of ``ids``, special tokens written out; bytes that are not UTF-8 kept as escapes
         so that :meth:`tokenize` reads back exactly the same bytes."""
         with self.loaded():
-            vocab = self._lib.llama_model_get_vocab(self._llama.model)
+            vocab = self._vocab()
             tokens = (self._lib.llama_token * max(len(ids), 1))(*ids)
             size = 16 * len(ids) + 16
             for _ in range(2):
