@@ -1,7 +1,8 @@
 """python -m benchmarks [NAME ...]: print a table and write benchmarks/results/NAME.json.
 
 Names: the speed, memory and statistics benchmarks, plus the paper's claims on the default model
-(claims_pruning, claims_scaling_decoding, claims_sweep) and the gate error rates (gate_rates).
+(claims_pruning, claims_scaling_decoding, claims_sweep), the gate error rates (gate_rates) and the
+llama.cpp candidates (runtime_llamacpp, which needs llama-cpp-python).
 With no name, the speed, memory and statistics ones run (the claims take tens of minutes each).
 """
 
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 DEFAULT = ("overhead", "memory", "load_time", "fuzz", "efficiency", "sequential", "peer")
-NAMES = DEFAULT + ("claims_pruning", "claims_scaling_decoding", "claims_sweep", "gate_rates")
+NAMES = DEFAULT + ("claims_pruning", "claims_scaling_decoding", "claims_sweep", "gate_rates", "runtime_llamacpp")
 
 
 def main(argv: list[str]) -> int:
