@@ -115,7 +115,8 @@ def rewrite_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str],
 
 
 def quantize_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str], kind: str) -> None:
-    """Quantise the GGUF file ``source`` to ``kind`` (``"Q8_0"``, ``"Q4_K_M"``, ``"Q2_K"``) with llama.cpp's quantiser."""
+    """Quantise the GGUF file ``source`` to ``kind`` (``"Q8_0"``, ``"Q4_K_M"``, ``"Q2_K"``) with llama.cpp's
+    quantiser, as ``llama-quantize`` would."""
     if kind not in _LLAMA_FTYPES:
         raise InvalidArgument(f"kind: llama.cpp quantisations made here are {', '.join(_LLAMA_FTYPES)}; got {kind!r}")
     llama_cpp = require("llama_cpp", "llamacpp", f"quantising a GGUF file to {kind}")

@@ -185,6 +185,23 @@ def test_probes_are_scored_from_a_clear_state(gguf_files, probes):
 
 
 @slow
+def test_a_probe_longer_than_the_first_allocation_reopens_the_file_with_room(gguf_files, probes):
+    long = (probes.token_ids[0] * 20)[:600]  # more than the 512 positions allocated first
+    source = open_file(gguf_files, "Q8_0")
+    with source.loaded():
+        start = source.score(long[:40])
+        whole = source.score(long)
+    assert whole.shape == (600, 49152) and torch.allclose(whole[:40], start, atol=1e-3)
+
+
+@slow
+def test_a_probe_longer_than_n_ctx_is_refused_before_it_runs(gguf_files, probes):
+    refusal = r"probe 0 has \d+ tokens, more than the 8 positions .*longer context \(n_ctx=\.\.\.\)"
+    with pytest.raises(InvalidArgument, match=refusal):
+        open_file(gguf_files, "Q8_0", n_ctx=8).check(probes)
+
+
+@slow
 def test_special_tokens_and_a_leading_start_token_round_trip(gguf_files, model_and_tokenizer):
     tokenizer = model_and_tokenizer[1]
     text = "<|im_start|>user\nHow many legs has a spider? é 日本<|im_end|>\n"
