@@ -2,7 +2,7 @@
 
 Names: the speed, memory and statistics benchmarks, plus the paper's claims on the default model
 (claims_pruning, claims_scaling_decoding, claims_sweep), the gate error rates (gate_rates) and the
-PyTorch quantizers as candidates (quantizers).
+PyTorch quantizers as candidates (quantizers); llama.cpp candidates (runtime_llamacpp, which needs llama-cpp-python).
 With no name, the speed, memory and statistics ones run (the claims take tens of minutes each).
 """
 
@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 DEFAULT = ("overhead", "memory", "load_time", "fuzz", "efficiency", "sequential", "peer")
-NAMES = DEFAULT + ("claims_pruning", "claims_scaling_decoding", "claims_sweep", "gate_rates", "quantizers")
+NAMES = DEFAULT + ("claims_pruning", "claims_scaling_decoding", "claims_sweep", "gate_rates", "quantizers",
+                   "runtime_llamacpp")
 
 
 def main(argv: list[str]) -> int:

@@ -37,3 +37,22 @@ def test_interrupt_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
         atomic_write_bytes(target, b"new content")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["snap.safetensors"]
+
+
+def test_atomic_path_publishes_what_the_writer_wrote(tmp_path):
+    target = tmp_path / "model.gguf"
+    with files.atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_bytes(b"weights")  # a writer that takes a file name, not bytes
+        assert not target.exists()
+    assert target.read_bytes() == b"weights"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.gguf"]
+
+
+def test_atomic_path_removes_the_partial_file_on_error(tmp_path):
+    target = tmp_path / "model.gguf"
+    with pytest.raises(RuntimeError, match="quantiser failed"):
+        with files.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("quantiser failed")
+    assert list(tmp_path.iterdir()) == []

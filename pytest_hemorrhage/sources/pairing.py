@@ -19,10 +19,10 @@ from ..model_folder import load_model
 from ..modify.decoding import unwrap_decoding
 from ..probes import Probes
 from ..snapshot import Snapshot, load_snapshot
-from ..validate import check_tokenizers
+from ..validate import check_tokenizers, vocab_size
 from . import Source
 from .module import ModuleSource
-from .runtime import NO_HIDDEN_STATES
+from .runtime import NO_HIDDEN_STATES, RuntimeSource
 from .snapshot import SnapshotSource
 
 __all__ = ["pair_sources", "live_model", "opened"]
@@ -41,6 +41,8 @@ def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "a
     """
     base = _source(baseline, "baseline", layers, output)
     cand = base.paired_with(_source(candidate, "candidate", layers, output), generation)
+    if isinstance(cand, RuntimeSource):
+        _check_runtime_vocabulary(base, cand)
     allowed = check_tokenizers(base.origin, cand.origin, probes, allow=allow_tokenizer_mismatch)
     notes = [allowed] if allowed is not None else []
     if layers is not None and base.layer_names and not cand.layer_names and cand.model is None:
@@ -49,6 +51,20 @@ def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "a
     for source in (base, cand):
         source.check(probe_set)
     return base, cand, probe_set, notes
+
+
+def _check_runtime_vocabulary(base: Source, cand: RuntimeSource) -> None:
+    """A runtime's output must have the baseline's number of token ids; checked before any probe runs."""
+    if isinstance(base, SnapshotSource):
+        recorded = base.snapshot.meta.get("vocab_size")
+        known = (int(recorded), f"the {base.label}") if recorded is not None else None
+    elif isinstance(base, RuntimeSource):
+        known = (base.vocab_size, f"the baseline ({base.label})")
+    else:
+        found = vocab_size(base.model) if base.model is not None else None
+        known = (found[0], f"the baseline {type(base.model).__name__} ({found[1]})") if found else None
+    if known is not None:
+        cand.check_vocabulary(*known)
 
 
 def opened(side: Any, role: str) -> Any:

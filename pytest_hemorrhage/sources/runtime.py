@@ -83,6 +83,11 @@ class RuntimeSource:
         """The text of ``ids`` by the runtime's own tokenizer, or None when it has none."""
         return None
 
+    def token_string(self, token: int) -> str | None:
+        """The vocabulary's own string of ``token`` (what a Hugging Face tokenizer's ``convert_ids_to_tokens``
+        gives, e.g. ``"Ġthe"``), or None when the runtime does not say."""
+        return None
+
     def token_text(self, token: int) -> str:
         """How messages show one token id."""
         return repr(self.detokenize([token])) if self.detokenize([token]) is not None else f"id {token}"
@@ -121,6 +126,16 @@ class RuntimeSource:
             )
         return as_probes(probes)
 
+    def check_vocabulary(self, size: int, baseline: str) -> None:
+        """Raise when the runtime scores another number of token ids than ``size``, those of ``baseline``."""
+        if self.vocab_size != size:
+            raise HemorrhageError(
+                f"vocabulary mismatch: {baseline} has {size} token ids, the {self.role} ({self.label}) "
+                f"{self.vocab_size}: the two do not share a vocabulary, so their next-token distributions cannot "
+                "be compared. Compare a file converted from the baseline model, or a baseline (snapshot) of the "
+                "model this file was converted from."
+            )
+
     def check(self, probes: Probes) -> None:
         """Raise when the runtime cannot score ``probes`` as the baseline does (see the module's docstring)."""
         if not probes.is_tokens:
@@ -143,7 +158,30 @@ class RuntimeSource:
                     f"probe {i} has {len(ids)} tokens, more than the {limit} positions {self.label} was opened "
                     "with; open it with a longer context (n_ctx=...) or use shorter probes (max_length=...)"
                 )
+        self._check_token_strings(probes)
         self._check_round_trip(probes)
+
+    def _check_token_strings(self, probes: Probes) -> None:
+        """Every id of the probes must be the same token in the runtime's vocabulary as in the tokenizer
+        the probes were made with (when they carry it): a vocabulary shifted or replaced in conversion
+        keeps the ids valid and self-consistent, and only this comparison shows it."""
+        convert = getattr(probes.tokenizer, "convert_ids_to_tokens", None)
+        if convert is None:
+            return
+        distinct = sorted({t for ids in probes.token_ids for t in ids})
+        theirs = dict(zip(distinct, convert(distinct)))
+        ours = {t: self.token_string(t) for t in distinct}
+        differing = {t for t in distinct if ours[t] is not None and ours[t] != theirs[t]}
+        if not differing:
+            return
+        i, at, token = next((i, at, t) for i, ids in enumerate(probes.token_ids) for at, t in enumerate(ids)
+                            if t in differing)
+        raise HemorrhageError(
+            f"token mismatch: probe {i}, position {at}: id {token} is {theirs[token]!r} to the tokenizer the probes "
+            f"were made with and {ours[token]!r} to {self.label} ({len(differing)} of the {len(distinct)} ids the "
+            "probes use differ). The file's vocabulary is not the probes' tokenizer's: convert the file from the "
+            "baseline model with its tokenizer, or build the probes with this model's tokenizer."
+        )
 
     def _check_round_trip(self, probes: Probes) -> None:
         """The runtime's tokenizer must give back each probe's ids from the probe's own text.
