@@ -86,7 +86,9 @@ def test_ort_int8_is_measurably_worse_than_fp32(tiny, files, probes):
     ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
     assert "MatMulInteger" in ops
     exact = _metrics(ph.compare(tiny, ph.onnx_runtime(fp32), probes))["kl"]
-    rounded = _metrics(ph.compare(tiny, ph.onnx_runtime(int8), probes))["kl"]
+    report = ph.compare(tiny, ph.onnx_runtime(int8), probes)
+    assert report.identity["modification"] == "ONNX int8 (dynamic)"
+    rounded = _metrics(report)["kl"]
     assert rounded["estimate"] > 100 * max(exact["estimate"], 1e-9)
     assert rounded["ci_low"] > exact["ci_high"]
 
@@ -172,3 +174,44 @@ def test_bad_arguments_are_refused(tiny, files, tmp_path):
         export_causal_lm(tiny, tmp_path / "x.onnx", exporter="jit")
     with pytest.raises(InvalidArgument, match="the target .* is the source"):
         quantize_dynamic_int8(files[0], files[0])
+
+
+# ---------------------------------------------------------------------------- the default model (slow tier)
+
+
+@pytest.fixture(scope="module")
+def default_snapshot(hemorrhage_default_model):
+    model, tokenizer = hemorrhage_default_model
+    return ph.record_snapshot(model, Probes.builtin(tokenizer, n=24))
+
+
+@pytest.mark.slow
+def test_default_model_in_onnx_fp32_passes_and_ort_int8_is_worse(hemorrhage_default_model, default_snapshot):
+    from pytest_hemorrhage.onnx_export import default_model_onnx
+
+    fp32, int8 = default_model_onnx("fp32"), default_model_onnx("int8")
+    assert fp32.parent == int8.parent and fp32.parent.name.startswith("onnx-smollm2-135m-instruct-")
+    tokenizer = hemorrhage_default_model[1]
+    exact = ph.compare(default_snapshot, ph.onnx_runtime(fp32, tokenizer=tokenizer))
+    rounded = ph.compare(default_snapshot, ph.onnx_runtime(int8, tokenizer=tokenizer))
+    kl, kl8 = _metrics(exact)["kl"], _metrics(rounded)["kl"]
+    assert exact.passed and kl["estimate"] < 1e-4 and _metrics(exact)["top1"]["estimate"] > 0.99
+    assert kl8["ci_low"] > 10 * kl["ci_high"]
+    assert _metrics(rounded)["top1"]["estimate"] < _metrics(exact)["top1"]["estimate"]
+
+
+@pytest.mark.slow
+def test_default_model_in_onnx_refuses_probes_of_another_tokenizer(hemorrhage_default_model):
+    from pytest_hemorrhage.onnx_export import default_model_onnx
+
+    tokenizer = hemorrhage_default_model[1]
+    ids = tokenizer.encode("The quick brown fox", add_special_tokens=False)
+    # The same text cut where this tokenizer never cuts it: what ids of another vocabulary look like.
+    head = tokenizer.encode("The", add_special_tokens=False)
+    foreign = head + tokenizer.encode(" qu", add_special_tokens=False) + tokenizer.encode("ick brown fox",
+                                                                                       add_special_tokens=False)
+    assert foreign != ids
+    source = ph.onnx_runtime(default_model_onnx("fp32"), tokenizer=tokenizer)
+    source.check(Probes.from_token_ids([ids]))
+    with pytest.raises(HemorrhageError, match=f"first difference at position {len(head)}"):
+        source.check(Probes.from_token_ids([foreign]))
