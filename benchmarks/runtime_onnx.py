@@ -3,7 +3,8 @@
 ``python -m benchmarks.runtime_onnx`` records a snapshot of the default model (fp32, transformers)
 on the built-in probes, exports the model to ONNX with torch's dynamo exporter into a temporary
 folder (the one-off export and quantisation are timed), then checks each candidate against the
-snapshot: KL, same top-1 and PPL ratio with their 95 % intervals and verdicts, and the wall time of
+snapshot (ORT's int8 as quantize_dynamic_int8 writes it, per-tensor weights, and with per-channel
+weights): KL, same top-1 and PPL ratio with their 95 % intervals and verdicts, and the wall time of
 each check (the best of ``REPEATS``; a check includes opening the ONNX Runtime session). The live
 fp32 torch model is checked the same way, as the reference for the times. Prints a Markdown table
 and writes ``benchmarks/results/runtime_onnx.json``.
@@ -46,12 +47,14 @@ def run() -> dict:
                     "threads": THREADS, "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as folder:
         fp32, int8 = Path(folder) / "model-fp32.onnx", Path(folder) / "model-int8.onnx"
+        int8_channel = Path(folder) / "model-int8-per-channel.onnx"
         start = time.perf_counter()
         export_causal_lm(model, fp32)
         result["export_s"] = round(time.perf_counter() - start, 1)
         start = time.perf_counter()
         quantize_dynamic_int8(fp32, int8)
         result["quantize_s"] = round(time.perf_counter() - start, 1)
+        quantize_dynamic_int8(fp32, int8_channel, per_channel=True)
         result["size_mb"] = {"fp32": round(os.path.getsize(fp32) / 2**20, 1),
                              "int8": round(os.path.getsize(int8) / 2**20, 1)}
         import onnxruntime
@@ -61,6 +64,7 @@ def run() -> dict:
             "transformers fp32 (live torch, reference)": lambda: copy.deepcopy(model),
             "ONNX fp32": lambda: ph.onnx_runtime(fp32, threads=THREADS),
             "ORT int8 (dynamic)": lambda: ph.onnx_runtime(int8, threads=THREADS),
+            "ORT int8 (dynamic, per-channel weights)": lambda: ph.onnx_runtime(int8_channel, threads=THREADS),
         }
         rows = []
         for name, make in candidates.items():

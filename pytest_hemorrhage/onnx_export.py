@@ -190,7 +190,7 @@ def quantize_dynamic_int8(source: str | os.PathLike[str], target: str | os.PathL
 
 def default_model_onnx(kind: str = "fp32", *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The embedded default model as an ONNX file: ``"fp32"`` (exported once with torch's dynamo
-    exporter, about a minute on 2 cores) or ``"int8"`` (ONNX Runtime's dynamic int8 of it).
+    exporter, about two minutes on 2 cores) or ``"int8"`` (ONNX Runtime's dynamic int8 of it).
 
     Both are cached in ``onnx-smollm2-135m-instruct-<sha16>/`` under the cache folder of
     :mod:`pytest_hemorrhage.models`, keyed by the shipped GGUF file's hash.
@@ -204,7 +204,7 @@ def default_model_onnx(kind: str = "fp32", *, cache_dir: str | os.PathLike[str] 
     fp32 = folder / "model-fp32.onnx"
     if not fp32.is_file():
         model, _ = models.default_model(cache_dir=cache_dir)
-        print(f"pytest-hemorrhage: exporting the default model to ONNX once (about a minute on 2 cores) "
+        print(f"pytest-hemorrhage: exporting the default model to ONNX once (about two minutes on 2 cores) "
               f"and caching it to {fp32}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         export_causal_lm(model, fp32)
