@@ -132,7 +132,12 @@ def _embedding_graph(path, vocab=16, extra_inputs=()):
               helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])]
     total = "rows"
     for i, (name, shape) in enumerate(extra_inputs):
-        inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+        if name == "use_cache_branch":  # optimum's switch: a true one would add 1 to every logit
+            inputs.append(helper.make_tensor_value_info(name, TensorProto.BOOL, shape))
+            nodes.append(helper.make_node("Cast", [name], [f"float{i}"], to=TensorProto.FLOAT))
+            name = f"float{i}"
+        else:
+            inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
         nodes += [helper.make_node("ReduceSum", [name], [f"sum{i}"], keepdims=0),
                   helper.make_node("Add", [total, f"sum{i}"], [f"total{i}"])]
         total = f"total{i}"
@@ -144,10 +149,10 @@ def _embedding_graph(path, vocab=16, extra_inputs=()):
     return table
 
 
-def test_a_graph_with_a_key_value_cache_is_fed_an_empty_one(tmp_path):
+def test_a_graph_with_a_key_value_cache_is_fed_an_empty_one_and_no_cache_branch(tmp_path):
     path = tmp_path / "cached.onnx"
     cache = [("past_key_values.0.key", ["batch", 2, "past_sequence", 4]),
-             ("past_key_values.0.value", ["batch", 2, "past_sequence", 4])]
+             ("past_key_values.0.value", ["batch", 2, "past_sequence", 4]), ("use_cache_branch", [1])]
     table = _embedding_graph(path, extra_inputs=cache)
     ids = [[3, 1, 4, 1, 5], [9, 2, 6]]
     source = ph.onnx_runtime(path)
