@@ -2,7 +2,8 @@
 
 Names: the speed, memory and statistics benchmarks, plus the paper's claims on the default model
 (claims_pruning, claims_scaling_decoding, claims_sweep), the gate error rates (gate_rates) and the
-PyTorch quantizers as candidates (quantizers); llama.cpp candidates (runtime_llamacpp, which needs llama-cpp-python).
+PyTorch quantizers as candidates (quantizers); llama.cpp candidates (runtime_llamacpp, which needs llama-cpp-python),
+ONNX Runtime candidates (runtime_onnx).
 With no name, the speed, memory and statistics ones run (the claims take tens of minutes each).
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 DEFAULT = ("overhead", "memory", "load_time", "fuzz", "efficiency", "sequential", "peer")
 NAMES = DEFAULT + ("claims_pruning", "claims_scaling_decoding", "claims_sweep", "gate_rates", "quantizers",
-                   "runtime_llamacpp")
+                   "runtime_llamacpp", "runtime_onnx")
 
 
 def main(argv: list[str]) -> int:
