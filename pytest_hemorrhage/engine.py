@@ -69,8 +69,10 @@ class _Run:
         cand_names = candidate.layer_names
         in_base, in_cand = set(base_names), set(cand_names)
         self.layer_names = [name for name in base_names if name in in_cand]
+        # A runtime candidate has no blocks at all: a note says so once, instead of listing every baseline block.
+        runtime = not cand_names and candidate.model is None
         self.unmatched = {
-            "baseline": [name for name in base_names if name not in in_cand],
+            "baseline": [] if runtime else [name for name in base_names if name not in in_cand],
             "candidate": [name for name in cand_names if name not in in_base],
         }
         self.layer_index = {name: i for i, name in enumerate(self.layer_names)}

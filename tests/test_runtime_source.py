@@ -118,10 +118,10 @@ def test_ids_another_tokenizer_made_are_refused_naming_the_first_differing_token
     assert f"position 3: probe id {first[3]} 't{first[3]}', runtime id 7" in message
 
 
-def test_ids_outside_the_runtimes_vocabulary_are_refused(base):
-    """A runtime whose vocabulary is smaller than the baseline's (a conversion that dropped tokens)."""
+def test_a_runtime_with_a_smaller_vocabulary_is_refused_naming_both_sizes(base):
+    """A conversion that dropped tokens: refused before any probe runs, whatever ids the probes hold."""
     probes = ph.Probes.from_token_ids([[1, 2, 3], [4, 100, 5]])
-    with pytest.raises(HemorrhageError, match=r"probe 1 holds token id 100, outside the 64 ids of in-process"):
+    with pytest.raises(HemorrhageError, match=r"has 128 token ids, the candidate \(in-process tiny-model\) 64"):
         ph.compare(base, InProcessRuntime(copy.deepcopy(base), vocab=64), probes)
 
 
