@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 DEFAULT = ("overhead", "memory", "load_time", "fuzz", "efficiency", "sequential", "peer")
-NAMES = DEFAULT + ("claims_pruning", "claims_scaling_decoding", "claims_sweep", "gate_rates")
+NAMES = DEFAULT + ("claims_pruning", "claims_scaling_decoding", "claims_sweep", "gate_rates", "runtime_server")
 
 
 def main(argv: list[str]) -> int:

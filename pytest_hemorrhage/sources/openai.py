@@ -242,7 +242,9 @@ class OpenAISource(RuntimeSource):
         body = {"model": self.model_name, "echo": True, "logprobs": self.k, "max_tokens": 1, "temperature": 0.0}
         if not self._send_text:
             status, data, text = self._request("POST", "/completions", what, {**body, "prompt": ids})
-            if self._send_text is None and status in (400, 422) and "prompt" in text:
+            # A server that refuses token ids says so about the prompt (llama-cpp-python: a
+            # validation error, answered as HTTP 500).
+            if self._send_text is None and status >= 400 and "prompt" in text:
                 self._send_text = True  # the server takes text prompts only (llama-cpp-python's)
             else:
                 self._send_text = False
