@@ -177,24 +177,51 @@ def test_missing_answers_give_lower_bounds(models, mode, ambiguous, one_thread):
     assert bounded.metrics["kl"].verdict != "pass" and bounded.metrics["ppl_ratio"].verdict != "pass"
 
 
-def test_bound_never_exceeds_true_kl_and_tightens_with_k():
+@pytest.mark.parametrize("baseline_top", [0, 8, 50])
+def test_bound_never_exceeds_true_kl_and_tightens_with_k(baseline_top):
+    """``baseline_top``: how many of its top tokens the baseline knows besides the target (a
+    snapshot records some, a live model all)."""
     g = torch.Generator().manual_seed(0)
     logits_b = torch.randn(400, 50, generator=g, dtype=torch.float64) * 3
-    logits_m = logits_b + torch.randn(400, 50, generator=g, dtype=torch.float64)
+    logits_m = logits_b + torch.randn(400, 50, generator=g, dtype=torch.float64) * 2
     lb, lm = torch.log_softmax(logits_b, -1), torch.log_softmax(logits_m, -1)
     true = kl_from_log_probs(lb, lm)
     targets = torch.randint(0, 50, (400,), generator=g)
+    base_lp, base_ids = lb.topk(max(baseline_top, 1))
+    base_lp, base_ids = base_lp[:, :baseline_top], base_ids[:, :baseline_top]
     previous = torch.zeros(400)
     for k in (1, 5, 20, 50):
         lq, ids = lm.topk(k)
-        values = topk_token_metrics(ids, lq, lm.gather(-1, targets[:, None])[:, 0], k, targets,
-                                    lb.gather(-1, ids), lb.gather(-1, targets[:, None])[:, 0], lb.topk(k).indices, k)
+        # Where the baseline does not know a returned token: NaN, as a snapshot gives it.
+        at = torch.where((ids.unsqueeze(-1) == base_ids.unsqueeze(-2)).any(-1) | (ids == targets[:, None]),
+                         lb.gather(-1, ids), torch.full(ids.shape, math.nan, dtype=torch.float64))
+        values = topk_token_metrics(ids, lq, lm.gather(-1, targets[:, None])[:, 0], k, targets, at,
+                                    lb.gather(-1, targets[:, None])[:, 0], lb.topk(max(k, baseline_top)).indices
+                                    if baseline_top else lb.topk(1).indices,
+                                    lb.topk(max(k, baseline_top)).values if baseline_top else lb.topk(1).values, 1)
         assert (values["kl"].double() <= true * (1 + 1e-6) + 1e-9).all()  # float32 results
-        assert (values["kl"] >= previous - 1e-6).all()  # more known cells: a finer partition
+        assert (values["kl"] >= previous - 1e-6).all()  # more known: a smaller set of consistent q
         previous = values["kl"]
-        assert torch.equal(values["top1"], (ids[:, 0] == lb.argmax(-1)).float())
         assert torch.allclose(values["dnll"].double(), (lb - lm).gather(-1, targets[:, None])[:, 0], atol=1e-6)
-    assert torch.allclose(previous.double(), true, atol=1e-5)  # every token known: the KL itself
+    if baseline_top == 50:
+        assert torch.allclose(previous.double(), true, atol=1e-5)  # every token known: the KL itself
+
+
+def test_the_cap_tightens_the_bound_where_harm_is_large():
+    """A baseline token of probability 0.9 that the candidate ranks below its top 2 (so q <= 0.25 there)."""
+    lb = torch.tensor([[0.9, 0.04, 0.03, 0.02, 0.01]], dtype=torch.float64).log()
+    lm = torch.tensor([[0.01, 0.3, 0.2, 0.25, 0.24]], dtype=torch.float64).log()
+    true = float(kl_from_log_probs(lb, lm))
+    lq, ids = lm.topk(2)  # ids 1 and 3
+    target = torch.tensor([1])
+    capped = float(topk_token_metrics(ids, lq, lm[:, 1], 2, target, lb.gather(-1, ids), lb[:, 1],
+                                      lb.topk(3).indices, lb.topk(3).values, 1)["kl"])
+    merged = float(coarse_kl(lb.gather(-1, ids), lq, torch.ones(1, 2, dtype=torch.bool)))
+    assert merged + 0.3 < capped <= true
+    # Water-filling by hand: token 0 at its cap 0.25, token 2 (p 0.03) and the rest (p 0.01) share 0.2 in proportion.
+    head = float((lb.exp() * (lb - lm))[0, [1, 3]].sum())
+    by_hand = head + 0.9 * math.log(0.9 / 0.25) + 0.04 * math.log(0.04 / 0.2)
+    assert capped == pytest.approx(by_hand, abs=1e-4)
 
 
 def test_coarse_kl_of_identical_distributions_is_zero():

@@ -16,7 +16,7 @@ from ..errors import HemorrhageError
 from ..metrics.activations import activation_sums, layer_activation_sums
 from ..metrics.attention import attention_sums
 from ..metrics.outputs import token_output_metrics, topk_ids
-from .topk import is_topk, measure_topk
+from .topk import BASELINE_TOP, is_topk, measure_topk
 
 __all__ = ["TensorObservation"]
 
@@ -82,13 +82,15 @@ class TensorObservation:
         return units[rows], values
 
     def _known_at(self, scored: list[tuple[int, int]], ids: torch.Tensor, targets: torch.Tensor,
-                  k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This side's log-probabilities at ``ids`` (NaN at ``-1``) and at ``targets``, and its top ``k`` ids."""
+                  k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This side's log-probabilities at ``ids`` (NaN at ``-1``) and at ``targets``, and its
+        :data:`~.topk.BASELINE_TOP` (at least ``k``) most likely ids with their log-probabilities."""
         logits = torch.cat([self.outputs[r, :n] for r, n in scored]).to(ids.device)
         logp = torch.log_softmax(logits.double(), dim=-1)
         at = logp.gather(-1, ids.clamp_min(0))
         at = torch.where(ids >= 0, at, torch.full_like(at, torch.nan))
-        return at, logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1), topk_ids(logits, k)
+        top = topk_ids(logits, min(max(k, BASELINE_TOP), logits.shape[-1]))
+        return at, logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1), top, logp.gather(-1, top)
 
     def output_sums(self, candidate: Any, mask: torch.Tensor | None,
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:

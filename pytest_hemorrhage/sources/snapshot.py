@@ -122,9 +122,9 @@ class SnapshotObservation:
         return output_metrics(self.snapshot, self.batch, self._logits(candidate).to(device), topk)
 
     def _known_at(self, scored: list[tuple[int, int]], ids: torch.Tensor, targets: torch.Tensor,
-                  k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The recorded log-probabilities at ``ids`` where recorded (the baseline's top tokens; NaN
-        elsewhere), at ``targets``, and the recorded top ``k`` ids."""
+                  k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Nothing at ``ids`` beyond what the recorded top tokens say (NaN), the recorded
+        log-probabilities at ``targets``, and the recorded top ids (at least ``k``) with theirs."""
         lengths = [0] * len(self.batch.units)
         for r, n in scored:
             lengths[r] = n
@@ -133,11 +133,8 @@ class SnapshotObservation:
         top = t["top_ids"].long()
         if k > top.shape[1]:
             raise InvalidArgument(f"topk: {k} asked for, but the snapshot holds the top {top.shape[1]} tokens only")
-        same = (ids.unsqueeze(-1) == top.unsqueeze(-2)) & (ids.unsqueeze(-1) >= 0)  # [N, m, K]
-        recorded = torch.where(same, t["top_logp"].double().unsqueeze(-2), torch.zeros((), dtype=torch.float64,
-                                                                                         device=ids.device)).sum(-1)
-        at = torch.where(same.any(-1), recorded, torch.full_like(recorded, torch.nan))
-        return at, t["target_logp"].double(), top[:, :k]
+        at = torch.full(ids.shape, torch.nan, dtype=torch.float64, device=ids.device)  # read from the top tokens
+        return at, t["target_logp"].double(), top, t["top_logp"].double()
 
     def output_sums(self, candidate: Any, mask: torch.Tensor | None, device: torch.device) -> tuple:
         raise HemorrhageError(

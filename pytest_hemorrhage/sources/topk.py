@@ -18,7 +18,11 @@ from ..capture import host_to
 from ..errors import HemorrhageError
 from ..metrics.topk import topk_token_metrics
 
-__all__ = ["TopkObservation", "is_topk", "measure_topk"]
+__all__ = ["TopkObservation", "is_topk", "measure_topk", "BASELINE_TOP"]
+
+#: How many of its most likely tokens a live baseline contributes to the KL bound's capped cells
+#: (a snapshot gives those it recorded); more would only matter where their mass is not negligible.
+BASELINE_TOP = 64
 
 
 @dataclass
@@ -61,14 +65,14 @@ def is_topk(observation: Any) -> bool:
 
 def measure_topk(candidate: TopkObservation, topk: int, device: torch.device,
                  baseline: Callable[[list[tuple[int, int]], torch.Tensor, torch.Tensor, int],
-                                    tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                                    tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
     """Per scored token of ``candidate``'s batch: probe index and metrics (exact or lower bounds).
 
     ``baseline(scored, cand_ids, targets, k_report)`` gives the baseline's side for the scored
     tokens (``scored``: ``(row, count)`` per probe row; ``cand_ids`` ``[N, m]``, ``targets``
-    ``[N]``): log p at ``cand_ids`` (NaN where unknown), log p of the targets, and its top
-    ``k_report`` ids.
+    ``[N]``): log p at ``cand_ids`` (NaN where unknown), log p of the targets, and its most
+    likely ids (at least ``k_report``, largest first) with their log-probabilities.
     """
     batch = candidate.batch
     scored = [(r, int(n) - 1) for r, n in enumerate(batch.attention_mask.sum(1).tolist()) if n > 1]
@@ -81,8 +85,8 @@ def measure_topk(candidate: TopkObservation, topk: int, device: torch.device,
 
     ids, logp, target_logp = flat(candidate.top_ids), flat(candidate.top_logp), flat(candidate.target_logp)
     targets = host_to(torch.cat([batch.input_ids[r, 1: n + 1] for r, n in scored]), device)
-    base_at, base_target, base_top = baseline(scored, ids, targets, k_report)
+    base_at, base_target, base_ids, base_logp = baseline(scored, ids, targets, k_report)
     values = topk_token_metrics(ids, logp, target_logp, candidate.k, targets, base_at, base_target,
-                                base_top, k_report)
+                                base_ids, base_logp, k_report)
     units = torch.tensor(batch.units)[torch.cat([torch.full((n,), r) for r, n in scored])]
     return host_to(units, device), values
