@@ -82,6 +82,7 @@ class OpenAISource(RuntimeSource):
         self._client: Any = None
         self._vocab: dict[str, list[int]] | None = None
         self._strings: list[str] = []
+        self._special: set[int] = set()
         self._send_text: bool | None = None  # found on the first request
         self._model_checked = False
         self.missing_rows = 0  # positions with no usable top log-probabilities
@@ -127,6 +128,10 @@ class OpenAISource(RuntimeSource):
         vocab: dict[str, list[int]] = {}
         for i, s in enumerate(self._strings):
             vocab.setdefault(s, []).append(i)
+        self._special = set(getattr(tokenizer, "all_special_ids", []))
+        for i in self._special:
+            if self._strings[i]:  # servers that leave special tokens out of text show them as ""
+                vocab.setdefault("", []).append(i)
         self._vocab = vocab
         self._tokenizer_obj = tokenizer
         self.missing_rows = self.censored_targets = self.unidentified = 0
@@ -287,7 +292,8 @@ class OpenAISource(RuntimeSource):
                 f"{n} tokens; it must echo every prompt token (echo=true) with its log-probabilities"
             )
         for j in range(n):
-            if not isinstance(tokens[j], str) or _normal(tokens[j]) != self._strings[ids[j]]:
+            if not isinstance(tokens[j], str) or (_normal(tokens[j]) != self._strings[ids[j]]
+                                                  and not (tokens[j] == "" and ids[j] in self._special)):
                 raise HemorrhageError(
                     f"token mismatch: the server echoed probe {unit} position {j} as {tokens[j]!r}, the probe's token "
                     f"is id {ids[j]} {self._strings[ids[j]]!r}; the server tokenized the prompt differently (or runs "
