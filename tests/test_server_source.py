@@ -93,6 +93,10 @@ class FakeServer:
         if self.mode == "error":
             return 500, json.dumps({"error": {"message": f"internal failure, key {KEY}"}})
         ids = body["prompt"]
+        if self.mode == "text_only":  # as llama-cpp-python's server: text prompts only
+            if not isinstance(ids, str):
+                return 500, json.dumps({"error": {"message": "validation error: ('body', 'prompt', 'str')"}})
+            ids = [int(word[1:]) for word in ids.split()]
         k = body["logprobs"]
         with torch.no_grad():
             logp = torch.log_softmax(self.model(torch.tensor([ids])).logits[0].double(), -1)
@@ -158,6 +162,15 @@ def test_topk_candidate_matches_full_logits_where_exact(models, one_thread):
     assert "k = 5 was the limit" in bounded.to_text() and "≥" in bounded.to_text()
     assert json.loads(bounded.to_json())["metrics"][0]["bound"] == "lower"
     assert ph.Report.from_dict(bounded.to_dict()).metrics["kl"].bound == "lower"
+
+
+def test_a_server_that_takes_text_only_gets_the_probes_text(models, one_thread):
+    base, cand, probes = models
+    full = ph.compare(base, cand, probes, layers=None, topk=5)
+    with FakeServer(cand, mode="text_only") as server:
+        source = ph.openai_server(server.url, model="tiny", topk=5, tokenizer=WordTokenizer(), retries=0)
+        bounded = ph.compare(base, source, probes, layers=None, topk=5)
+    assert bounded.metrics["ppl_ratio"].estimate == pytest.approx(full.metrics["ppl_ratio"].estimate, rel=1e-6)
 
 
 @pytest.mark.parametrize("mode, ambiguous", [("after", False), ("standard", True)])
