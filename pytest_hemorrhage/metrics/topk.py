@@ -104,7 +104,7 @@ def capped_rest_kl(p_capped: torch.Tensor, p_free: torch.Tensor, q_rest: torch.T
 def topk_token_metrics(cand_ids: torch.Tensor, cand_logp: torch.Tensor, cand_target: torch.Tensor, k: int,
                        targets: torch.Tensor, base_at_cand: torch.Tensor, base_target: torch.Tensor,
                        base_top_ids: torch.Tensor, base_top_logp: torch.Tensor,
-                       k_report: int) -> dict[str, torch.Tensor]:
+                       k_report: int, loose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-token metrics (keys of :data:`~.outputs.OUTPUT_METRICS`), each exact or a lower bound.
 
     Candidate, per scored token: ``cand_ids`` ``[N, m]`` the returned tokens, most likely first
@@ -114,7 +114,10 @@ def topk_token_metrics(cand_ids: torch.Tensor, cand_logp: torch.Tensor, cand_tar
     Baseline: ``base_at_cand`` ``[N, m]`` log p at ``cand_ids`` (NaN where unknown; filled in
     here from its top tokens),
     ``base_target`` ``[N]`` log p(y), ``base_top_ids`` ``[N, M >= k_report]`` its most likely ids,
-    largest first, and ``base_top_logp`` their log-probabilities.
+    largest first, and ``base_top_logp`` their log-probabilities. ``loose`` ``[N]``: rows where a
+    top token may be missing from what was returned (its order and the k-th probability unknown):
+    there only the largest returned probability bounds the unreturned ones, and top-1 and top-k
+    count as disagreements.
     """
     ids, lq = cand_ids.long(), cand_logp.double()
     lp_y, lq_y = base_target.double(), cand_target.double()
@@ -144,15 +147,18 @@ def topk_token_metrics(cand_ids: torch.Tensor, cand_logp: torch.Tensor, cand_tar
     p_free = 1.0 - p_a.sum(-1) - p_b.sum(-1)
     q_rest = (1.0 - q_a.sum(-1)).clamp_min(0.0) + REST_SLACK
     answered = torch.isfinite(lq[:, 0])  # the server gave this position's top tokens
+    ordered = answered & ~loose if loose is not None else answered
     # Unreturned tokens have q <= the k-th returned probability, or <= that of an unidentified
     # returned token (which might be any of them); a position with nothing returned says nothing.
     unidentified = torch.where((ids < 0) & torch.isfinite(lq), lq, torch.full_like(lq, -torch.inf)).amax(-1)
     ceiling = torch.where(answered, torch.maximum(lq[:, k - 1], unidentified), torch.zeros_like(lp_y))
+    ceiling = torch.where(answered & ~ordered, lq[:, 0], ceiling)
     cap = torch.where(answered, ceiling.exp() * (1 + CAP_SLACK), torch.ones_like(lp_y))
     kl = (head + capped_rest_kl(p_b, p_free, q_rest, cap)).clamp_min(0.0)
 
-    top1 = (answered & (ids[:, 0] >= 0) & (ids[:, 0] == base_top_ids[:, 0])).double()
-    mine = torch.where(torch.isfinite(lq[:, :k_report]), ids[:, :k_report], torch.full_like(ids[:, :k_report], -1))
+    top1 = (ordered & (ids[:, 0] >= 0) & (ids[:, 0] == base_top_ids[:, 0])).double()
+    mine = torch.where(torch.isfinite(lq[:, :k_report]) & ordered.unsqueeze(-1), ids[:, :k_report],
+                       torch.full_like(ids[:, :k_report], -1))
     overlap = ((base_top_ids[:, :k_report].unsqueeze(-1) == mine.unsqueeze(-2)) & (mine.unsqueeze(-2) >= 0)).any(-1)
 
     # Where q(y) was not returned: y is outside the top k, so q(y) <= the ceiling above.

@@ -165,11 +165,12 @@ class OpenAISource(RuntimeSource):
         ids = torch.full((rows, width, self.k + 1), -1, dtype=torch.long)
         logp = torch.full((rows, width, self.k + 1), -math.inf, dtype=torch.float64)
         target = torch.full((rows, width), math.nan, dtype=torch.float64)
+        loose = torch.zeros((rows, width), dtype=torch.bool)
         for row, n in enumerate(batch.attention_mask.sum(1).tolist()):
             if int(n) > 1:
                 self._read_probe(batch.units[row], batch.input_ids[row, : int(n)].tolist(),
-                                 ids[row], logp[row], target[row])
-        return TopkObservation(batch, self.k, ids, logp, target)
+                                 ids[row], logp[row], target[row], loose[row])
+        return TopkObservation(batch, self.k, ids, logp, target, loose)
 
     # ------------------------------------------------------------------ requests
     def _tokenizer(self, probes: Probes) -> Any:
@@ -277,7 +278,7 @@ class OpenAISource(RuntimeSource):
 
     # ------------------------------------------------------------------ one probe
     def _read_probe(self, unit: int, ids: list[int], out_ids: torch.Tensor, out_logp: torch.Tensor,
-                    out_target: torch.Tensor) -> None:
+                    out_target: torch.Tensor, out_loose: torch.Tensor) -> None:
         """Fill rows ``0 .. len(ids) - 2`` (row t predicts ``ids[t + 1]``) from the server's answer."""
         parts = self._complete(unit, ids)
         tokens, token_logprobs, tops = parts["tokens"], parts["token_logprobs"], parts["top_logprobs"]
@@ -304,13 +305,13 @@ class OpenAISource(RuntimeSource):
             if row > n - 2:
                 continue
             self._read_position(unit, j, row, ids, tokens[j], token_logprobs[j], tops[j], after,
-                                out_ids[row], out_logp[row], out_target, )
+                                out_ids[row], out_logp[row], out_target, out_loose)
         if after:
             self.missing_rows += 1  # row 0: the prediction of the second token from the first
 
     def _read_position(self, unit: int, j: int, row: int, ids: list[int], echoed: str, echoed_logp: Any,
                        top: Any, after: bool, out_ids: torch.Tensor, out_logp: torch.Tensor,
-                       out_target: torch.Tensor) -> None:
+                       out_target: torch.Tensor, out_loose: torch.Tensor) -> None:
         where = f"probe {unit} position {j}"
         if not isinstance(top, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                 and not math.isnan(v) and v <= 1e-4 for v in top.values()):
@@ -334,20 +335,23 @@ class OpenAISource(RuntimeSource):
             ambiguous |= len(found) > 1
             entries.append((found[0] if len(found) == 1 else -1, float(value)))
         entries.sort(key=lambda e: -e[1])
-        extra = 1 if len(entries) > self.k else 0  # the echoed token, when outside the top k
-        if len(entries) - extra < self.k:
-            if not ambiguous:
-                raise HemorrhageError(
-                    f"{where}: the server returned {len(entries)} log-probabilities, {self.k} were asked "
-                    f"(logprobs={self.k}); it caps them lower: open it with topk={len(entries)} or less"
-                )
-            # Strings shared by several ids collapsed entries of the server's dict: which tokens
-            # were the top ones is unknown, so the position counts as missing.
-            self.missing_rows += 1
-            return
         if len(entries) > self.k + 1:
             raise HemorrhageError(f"{where}: the server returned {len(entries)} log-probabilities, {self.k} were "
                                   "asked; it does not honour logprobs=k")
+        # The answer is the top k plus the echoed token when it is not among them. Two top tokens
+        # of one text collapse into one entry (the dict is keyed by text), so with a text several
+        # ids share, k entries may be k - 1 top ones plus the echoed one: then the lost token may
+        # have been any of the top ones, and nothing unreturned is known to lie below the k-th.
+        echo_lowest = echoed in top and top[echoed] <= min(top.values())
+        loose = ambiguous and (len(entries) < self.k or (len(entries) == self.k and echo_lowest))
+        if len(entries) < self.k and not ambiguous:
+            raise HemorrhageError(
+                f"{where}: the server returned {len(entries)} log-probabilities, {self.k} were asked "
+                f"(logprobs={self.k}); it caps them lower: open it with topk={len(entries)} or less"
+            )
+        if loose:
+            out_loose[row] = True
+            self.unidentified += 1
         self.unidentified += sum(1 for i, _ in entries[: self.k] if i < 0)
         out_ids[: len(entries)] = torch.tensor([i for i, _ in entries])
         out_logp[: len(entries)] = torch.tensor([v for _, v in entries], dtype=torch.float64)

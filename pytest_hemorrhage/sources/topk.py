@@ -33,7 +33,9 @@ class TopkObservation:
     predicts token ``t + 1`` of the probe, most likely first, ``-1`` where a token could not be
     identified or nothing was returned; ``top_logp`` their log-probabilities (``-inf`` where
     nothing was returned); the first ``k`` are the server's top ``k``. ``target_logp`` ``[B, T]``:
-    the log-probability of token ``t + 1``, NaN where the server did not return it.
+    the log-probability of token ``t + 1``, NaN where the server did not return it. ``loose``
+    ``[B, T]``: rows where a returned top token may have been lost (two of one text), so neither
+    the order nor the k-th probability is known.
     """
 
     batch: Any
@@ -41,6 +43,7 @@ class TopkObservation:
     top_ids: torch.Tensor
     top_logp: torch.Tensor
     target_logp: torch.Tensor
+    loose: torch.Tensor | None = None
     kind: str = "lm"
     outputs: None = None
     blocks: dict = field(default_factory=dict)
@@ -84,9 +87,10 @@ def measure_topk(candidate: TopkObservation, topk: int, device: torch.device,
         return host_to(torch.cat([t[r, :n] for r, n in scored]), device)
 
     ids, logp, target_logp = flat(candidate.top_ids), flat(candidate.top_logp), flat(candidate.target_logp)
+    loose = flat(candidate.loose) if candidate.loose is not None else None
     targets = host_to(torch.cat([batch.input_ids[r, 1: n + 1] for r, n in scored]), device)
     base_at, base_target, base_ids, base_logp = baseline(scored, ids, targets, k_report)
     values = topk_token_metrics(ids, logp, target_logp, candidate.k, targets, base_at, base_target,
-                                base_ids, base_logp, k_report)
+                                base_ids, base_logp, k_report, loose)
     units = torch.tensor(batch.units)[torch.cat([torch.full((n,), r) for r, n in scored])]
     return host_to(units, device), values
