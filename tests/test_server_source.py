@@ -318,3 +318,18 @@ def test_bound_judgement():
     assert _bounded({"kl": "k"}, metric("pass", "min"))["kl"].verdict == "pass"
     assert _bounded({"kl": "k"}, metric("fail", "min"))["kl"].verdict == "inconclusive"
     assert math.isclose(_bounded({}, metric("pass", "max"))["kl"].estimate, 0.1)
+
+
+def test_a_top_token_lost_to_a_shared_text_is_not_capped():
+    """Tokens 0 and 4 share a text; the answer keeps one entry of it (token 4's value), so the
+    true top token 0 (q = 0.6) is missing. Marked loose, the position must not cap it."""
+    lb = torch.tensor([[0.7, 0.1, 0.1, 0.05, 0.05]], dtype=torch.float64).log()
+    lm = torch.tensor([[0.6, 0.2, 0.15, 0.04, 0.01]], dtype=torch.float64).log()
+    true = float(kl_from_log_probs(lb, lm))
+    ids = torch.tensor([[1, 2, -1]])
+    lq = lm[:, [1, 2, 4]]
+    target = torch.tensor([1])
+    args = (ids, lq, lm[:, 1], 3, target, torch.full((1, 3), math.nan, dtype=torch.float64), lb[:, 1],
+            lb.topk(5).indices, lb.topk(5).values, 1)
+    assert float(topk_token_metrics(*args, loose=torch.tensor([True]))["kl"]) <= true
+    assert float(topk_token_metrics(*args, loose=torch.tensor([True]))["top1"]) == 0

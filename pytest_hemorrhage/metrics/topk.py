@@ -116,8 +116,7 @@ def topk_token_metrics(cand_ids: torch.Tensor, cand_logp: torch.Tensor, cand_tar
     ``base_target`` ``[N]`` log p(y), ``base_top_ids`` ``[N, M >= k_report]`` its most likely ids,
     largest first, and ``base_top_logp`` their log-probabilities. ``loose`` ``[N]``: rows where a
     top token may be missing from what was returned (its order and the k-th probability unknown):
-    there only the largest returned probability bounds the unreturned ones, and top-1 and top-k
-    count as disagreements.
+    there nothing caps the unreturned ones, and top-1 and top-k count as disagreements.
     """
     ids, lq = cand_ids.long(), cand_logp.double()
     lp_y, lq_y = base_target.double(), cand_target.double()
@@ -152,7 +151,8 @@ def topk_token_metrics(cand_ids: torch.Tensor, cand_logp: torch.Tensor, cand_tar
     # returned token (which might be any of them); a position with nothing returned says nothing.
     unidentified = torch.where((ids < 0) & torch.isfinite(lq), lq, torch.full_like(lq, -torch.inf)).amax(-1)
     ceiling = torch.where(answered, torch.maximum(lq[:, k - 1], unidentified), torch.zeros_like(lp_y))
-    ceiling = torch.where(answered & ~ordered, lq[:, 0], ceiling)
+    # Where a top token may have been lost, it may have been the largest: nothing caps it.
+    ceiling = torch.where(answered & ~ordered, torch.zeros_like(ceiling), ceiling)
     cap = torch.where(answered, ceiling.exp() * (1 + CAP_SLACK), torch.ones_like(lp_y))
     kl = (head + capped_rest_kl(p_b, p_free, q_rest, cap)).clamp_min(0.0)
 
