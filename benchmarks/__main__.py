@@ -16,7 +16,7 @@ from pathlib import Path
 
 DEFAULT = ("overhead", "memory", "load_time", "fuzz", "efficiency", "sequential", "peer")
 NAMES = DEFAULT + ("claims_pruning", "claims_scaling_decoding", "claims_sweep", "gate_rates", "quantizers",
-                   "runtime_llamacpp", "runtime_onnx")
+                   "runtime_llamacpp", "runtime_onnx", "runtime_server")
 
 
 def main(argv: list[str]) -> int:

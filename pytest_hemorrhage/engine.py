@@ -83,6 +83,11 @@ class _Run:
         self.labels = torch.full((n, 3), -1, dtype=torch.long, device=self.device)  # base, cand, true
         self.attn_sums: dict[int, torch.Tensor] = {}
 
+    @property
+    def bounds(self) -> dict[str, str]:
+        """Metrics the candidate gives only lower bounds of, with the reason (see :func:`_bounded`)."""
+        return dict(getattr(self.candidate, "metric_bounds", None) or {})
+
     # ------------------------------------------------------------------ per batch
     def run_batch(self, batch: ProbeBatch) -> None:
         """Measure one batch; accumulators change only once the whole batch has been measured.
@@ -197,14 +202,33 @@ def _lm_metrics(run: _Run, thresholds: Thresholds, units: list[int] | None = Non
     conf = thresholds.confidence
     n_tokens = int(counts.sum())
     est = {name: ratio_estimate(sums[name], counts, conf) for name in OUTPUT_METRICS}
-    return {
+    return _bounded(run.bounds, {
         "kl": _metric("kl", est["kl"], thresholds, n_tokens),
         "top1": _metric("top1", est["top1"], thresholds, n_tokens),
         "topk": _metric("topk", est["topk"], thresholds, n_tokens, k=run.topk),
         "ppl_ratio": _metric("ppl_ratio", est["dnll"].map(math.exp), thresholds, n_tokens,
                              mean_dnll=est["dnll"].value),
         "rms_dp": _metric("rms_dp", est["dp2"].map(lambda x: math.sqrt(max(x, 0.0))), thresholds, n_tokens),
-    }
+    })
+
+
+def _bounded(bounds: Mapping[str, str], metrics: dict[str, MetricResult]) -> dict[str, MetricResult]:
+    """Mark the metrics ``bounds`` names (metric -> why) as lower bounds, and judge them as such.
+
+    A lower bound can prove harm on a metric where high is harmful, never its absence; on one
+    where low is harmful it can prove the absence of harm, never harm. The verdict it cannot
+    give becomes inconclusive, and more probes would not help, so none are suggested.
+    """
+    for name, reason in bounds.items():
+        m = metrics.get(name)
+        if m is None:
+            continue
+        m.bound = "lower"
+        m.extra["bound_reason"] = reason
+        unprovable = "pass" if m.direction == "max" else "fail"
+        if m.verdict in (unprovable, "inconclusive"):
+            m.verdict, m.more_probes_needed = "inconclusive", None
+    return metrics
 
 
 def _tensor_metrics(run: _Run, thresholds: Thresholds) -> dict[str, MetricResult]:
@@ -312,6 +336,8 @@ def compare(
                                      decoding=(base.decoding, cand.decoding))
     report = _build_report(run, thr, probe_set, name)
     report.notes.extend(notes)
+    report.notes.extend(f"{report.metrics[m].label} is a lower bound: {why}"
+                        for m, why in run.bounds.items() if m in report.metrics)
     report.generation = gen
     if stopper is not None:
         stopper.annotate(report, run.kind, run.tokens)

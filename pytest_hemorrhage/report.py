@@ -39,7 +39,7 @@ def _clean(value: Any) -> Any:
 
 # Entries that hold words, never numbers: read back as written even when they say "nan" or "inf".
 _TEXT_KEYS = frozenset({"name", "title", "evidence", "description", "text", "metric", "threshold_key",
-                        "direction", "verdict", "decision", "layer", "where"})
+                        "direction", "verdict", "decision", "layer", "where", "bound", "bound_reason"})
 
 
 def _restore(value: Any, key: str | None = None) -> Any:
@@ -69,6 +69,9 @@ class MetricResult:
     n_tokens: int = 0
     more_probes_needed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: "lower" when the estimate and interval are of a lower bound of the metric (a candidate that
+    #: returns only its top log-probabilities); None when they are of the metric itself.
+    bound: str | None = None
 
     @property
     def label(self) -> str:
@@ -208,6 +211,7 @@ class Report:
                     "threshold": m.threshold, "threshold_key": m.threshold_key, "direction": m.direction,
                     "verdict": m.verdict, "n_units": m.n_units, "n_tokens": m.n_tokens,
                     "more_probes_needed": m.more_probes_needed, **({"extra": m.extra} if m.extra else {}),
+                    **({"bound": m.bound} if m.bound else {}),
                 }
                 for m in self.metrics.values()
             ],

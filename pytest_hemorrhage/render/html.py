@@ -401,14 +401,17 @@ def _metric_row(m: "MetricResult") -> str:
     ci = f"{_fmt(m.name, m.ci_low)} – {_fmt(m.name, m.ci_high)}"
     limit = "-" if m.threshold is None else ("≤ " if m.direction == "max" else "≥ ") + _fmt(m.name, m.threshold)
     extra = ""
-    if m.verdict == "inconclusive" and m.more_probes_needed:
+    if m.verdict == "inconclusive" and m.extra.get("bound_reason"):
+        extra = f' <span class="muted">(only a lower bound is known: {_esc(m.extra["bound_reason"])})</span>'
+    elif m.verdict == "inconclusive" and m.more_probes_needed:
         extra = f' <span class="muted">(~{_esc(m.more_probes_needed)} more probes would decide)</span>'
+    at_least = "≥ " if m.bound == "lower" else ""
     cls = ' class="bad"' if m.verdict == "fail" else ""
     unit_html = f' <span class="muted">({_esc(unit)})</span>' if unit else ""
     ci_title = f"{level:.0%} CI" if isinstance(level, (int, float)) else f"{level} CI"
     return (
         f"<tr{cls}><td>{_esc(label)}{unit_html}</td>"
-        f'<td class="num">{_esc(_fmt(m.name, m.estimate))}</td>'
+        f'<td class="num">{_esc(at_least + _fmt(m.name, m.estimate))}</td>'
         f'<td class="num">{_esc(ci)}</td><td class="num">{_esc(limit)}</td>'
         f"<td>{_badge(m.verdict)}{extra}</td>"
         f'<td class="num" title="{_esc(ci_title)}">{_esc(m.n_units)} / {_esc(m.n_tokens)}</td></tr>'

@@ -22,7 +22,8 @@ def render_markdown(report: "Report", title: str | None = None) -> str:
            "|---|---|---|---|---|"]
     for m in report.metrics.values():
         limit = "-" if m.threshold is None else ("≤ " if m.direction == "max" else "≥ ") + _fmt(m.name, m.threshold)
-        out.append(f"| {m.label} | {_fmt(m.name, m.estimate)} | {_fmt(m.name, m.ci_low)} – "
+        at_least = "≥ " if m.bound == "lower" else ""
+        out.append(f"| {m.label} | {at_least}{_fmt(m.name, m.estimate)} | {_fmt(m.name, m.ci_low)} – "
                    f"{_fmt(m.name, m.ci_high)} | {limit} | {_ICON[m.verdict]} |")
     first = report.first_bad_layer
     if first is not None:

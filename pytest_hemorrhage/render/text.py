@@ -22,10 +22,12 @@ __all__ = ["describe_metric", "headline", "render_text", "thresholds_to_loosen",
 def describe_metric(m: "MetricResult", with_ci: bool = True) -> str:
     """``mean KL 0.084 nats/token (95% CI 0.071-0.098) > 0.02 allowed`` and the like."""
     unit = f" {m.unit}" if m.unit else ""
-    text = f"{m.label} {_fmt(m.name, m.estimate)}{unit}"
+    at_least = "≥ " if m.bound == "lower" else ""
+    text = f"{m.label} {at_least}{_fmt(m.name, m.estimate)}{unit}"
     if with_ci and math.isfinite(m.ci_low) and math.isfinite(m.ci_high) and m.ci_low != m.ci_high:
         level = m.extra.get("confidence", 0.95)
-        text += f" ({level:.0%} CI {_fmt(m.name, m.ci_low)}-{_fmt(m.name, m.ci_high)})"
+        what = "of the lower bound " if m.bound == "lower" else ""
+        text += f" ({level:.0%} CI {what}{_fmt(m.name, m.ci_low)}-{_fmt(m.name, m.ci_high)})"
     if m.threshold is not None:
         limit = f"{_fmt(m.name, m.threshold)} {'allowed' if m.direction == 'max' else 'required'}"
         if m.verdict == "fail":
@@ -34,7 +36,9 @@ def describe_metric(m: "MetricResult", with_ci: bool = True) -> str:
             text += f" ({'up to' if m.direction == 'max' else 'at least'} {limit})"
     if m.verdict == "inconclusive":
         text += " — inconclusive"
-        if m.more_probes_needed:
+        if m.extra.get("bound_reason"):
+            text += f": only a lower bound is known ({m.extra['bound_reason']})"
+        elif m.more_probes_needed:
             text += f": about {m.more_probes_needed} more probes would decide"
     return text
 

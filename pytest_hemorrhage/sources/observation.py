@@ -15,7 +15,8 @@ from ..capture import host_to
 from ..errors import HemorrhageError
 from ..metrics.activations import activation_sums, layer_activation_sums
 from ..metrics.attention import attention_sums
-from ..metrics.outputs import token_output_metrics
+from ..metrics.outputs import token_output_metrics, topk_ids
+from .topk import BASELINE_TOP, is_topk, measure_topk
 
 __all__ = ["TensorObservation"]
 
@@ -53,7 +54,10 @@ class TensorObservation:
 
     def token_metrics(self, candidate: Any, topk: int,
                       device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
-        """Per scored token: its probe index and the metrics of :mod:`~pytest_hemorrhage.metrics.outputs`."""
+        """Per scored token: its probe index and the metrics of :mod:`~pytest_hemorrhage.metrics.outputs`
+        (of :mod:`~pytest_hemorrhage.metrics.topk` for a candidate that returns top log-probabilities only)."""
+        if is_topk(candidate):
+            return measure_topk(candidate, topk, device, self._known_at)
         out_b, out_m = self.outputs, self._candidate_outputs(candidate, device)
         batch = self.batch
         units = host_to(torch.tensor(batch.units), device)
@@ -76,6 +80,17 @@ class TensorObservation:
                                           ids.flatten().index_select(0, flat + 1), topk=topk, rows=flat)
         rows = host_to(torch.cat([torch.full((n,), r) for r, n in scored]), device)
         return units[rows], values
+
+    def _known_at(self, scored: list[tuple[int, int]], ids: torch.Tensor, targets: torch.Tensor,
+                  k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This side's log-probabilities at ``ids`` (NaN at ``-1``) and at ``targets``, and its
+        :data:`~.topk.BASELINE_TOP` (at least ``k``) most likely ids with their log-probabilities."""
+        logits = torch.cat([self.outputs[r, :n] for r, n in scored]).to(ids.device)
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        at = logp.gather(-1, ids.clamp_min(0))
+        at = torch.where(ids >= 0, at, torch.full_like(at, torch.nan))
+        top = topk_ids(logits, min(max(k, BASELINE_TOP), logits.shape[-1]))
+        return at, logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1), top, logp.gather(-1, top)
 
     def output_sums(self, candidate: Any, mask: torch.Tensor | None,
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:

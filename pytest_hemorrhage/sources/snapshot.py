@@ -22,6 +22,7 @@ from ..metrics.outputs import OUTPUT_METRICS, logits_at, top_ids, topk_ids
 from ..probes import ProbeBatch, Probes, as_probes
 from ..snapshot import UPDATE_HINT, Snapshot, sign_keys, sketch_projection, sketch_signs, sketch_tokens
 from ..validate import vocabulary_mismatch
+from .topk import is_topk, measure_topk
 
 __all__ = ["SnapshotSource", "SnapshotObservation", "output_metrics", "layer_sums"]
 
@@ -115,8 +116,25 @@ class SnapshotObservation:
         return candidate.outputs
 
     def token_metrics(self, candidate: Any, topk: int,
-                      device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        if is_topk(candidate):
+            return measure_topk(candidate, topk, device, self._known_at)
         return output_metrics(self.snapshot, self.batch, self._logits(candidate).to(device), topk)
+
+    def _known_at(self, scored: list[tuple[int, int]], ids: torch.Tensor, targets: torch.Tensor,
+                  k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Nothing at ``ids`` beyond what the recorded top tokens say (NaN), the recorded
+        log-probabilities at ``targets``, and the recorded top ids (at least ``k``) with theirs."""
+        lengths = [0] * len(self.batch.units)
+        for r, n in scored:
+            lengths[r] = n
+        store = self.snapshot.token_rows(self.batch.units, lengths, "scored")
+        t = _stored_rows(self.snapshot, ("top_ids", "top_logp", "target_logp"), store, ids.device)
+        top = t["top_ids"].long()
+        if k > top.shape[1]:
+            raise InvalidArgument(f"topk: {k} asked for, but the snapshot holds the top {top.shape[1]} tokens only")
+        at = torch.full(ids.shape, torch.nan, dtype=torch.float64, device=ids.device)  # read from the top tokens
+        return at, t["target_logp"].double(), top, t["top_logp"].double()
 
     def output_sums(self, candidate: Any, mask: torch.Tensor | None, device: torch.device) -> tuple:
         raise HemorrhageError(
