@@ -3,7 +3,7 @@
 Names: the speed, memory and statistics benchmarks, plus the paper's claims on the default model
 (claims_pruning, claims_scaling_decoding, claims_sweep), the gate error rates (gate_rates) and the
 PyTorch quantizers as candidates (quantizers); llama.cpp candidates (runtime_llamacpp, which needs llama-cpp-python),
-ONNX Runtime candidates (runtime_onnx).
+ONNX Runtime candidates (runtime_onnx), a llama.cpp server (runtime_server).
 With no name, the speed, memory and statistics ones run (the claims take tens of minutes each).
 """
 

@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="--runtime openai: the model name the server serves")
     cmp_.add_argument("--topk", type=int, default=None, metavar="K",
                       help="--runtime openai: log-probabilities asked for per token (default 20; servers cap it)")
+    cmp_.add_argument("--tokenizer", default=None, metavar="DIR",
+                      help="--runtime openai: the baseline's tokenizer (a folder holding it), which maps the "
+                           "server's token strings back to ids; default: the baseline folder's")
     cmp_.add_argument("--api-key-env", default=None, metavar="VAR",
                       help="--runtime openai: environment variable holding the API key (default OPENAI_API_KEY); "
                            "the key is never printed or written")
@@ -162,7 +165,8 @@ def _parser() -> argparse.ArgumentParser:
 def _runtime_options(args: argparse.Namespace) -> dict[str, Any] | None:
     """The options to open ``--runtime`` with (None without one), checked before anything loads:
     the server's flags belong to ``--runtime openai`` alone."""
-    server_options = {"model": args.server_model, "topk": args.topk, "api_key_env": args.api_key_env}
+    server_options = {"model": args.server_model, "topk": args.topk, "api_key_env": args.api_key_env,
+                      "tokenizer": args.tokenizer}
     given = {name: value for name, value in server_options.items() if value is not None}
     if args.runtime is None or args.runtime != "openai":
         if given:
@@ -170,9 +174,9 @@ def _runtime_options(args: argparse.Namespace) -> dict[str, Any] | None:
             which = f"--runtime {args.runtime} runs a file" if args.runtime else "the candidate is a model folder"
             raise InvalidArgument(f"{flags}: only for --runtime openai (a server); {which}")
         return None if args.runtime is None else {}
-    if args.server_model is None:
-        raise InvalidArgument("--runtime openai needs --model NAME, the model the server serves "
-                              "(its /v1/models lists them)")
+    if args.tokenizer is None and Path(args.baseline).is_file():
+        raise InvalidArgument("--runtime openai against a snapshot needs --tokenizer DIR, a folder holding the "
+                              "baseline's tokenizer: the server answers with token strings, mapped back to ids with it")
     return given
 
 
@@ -288,6 +292,8 @@ def _compare(args: argparse.Namespace) -> int:
     if runtime_options is not None:
         from .runtimes import open_runtime
 
+        if args.runtime == "openai" and "tokenizer" not in runtime_options:
+            runtime_options["tokenizer"] = tokenizer  # the baseline folder's
         candidate = open_runtime(args.runtime, args.candidate, **runtime_options)
     else:
         candidate, candidate_tokenizer = load_model(args.candidate, "candidate")

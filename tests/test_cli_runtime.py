@@ -17,8 +17,9 @@ def snapshot_path(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--runtime", "openai", "http://127.0.0.1:9/v1"],
-     "--runtime openai needs --model NAME, the model the server serves"),
+    (["--runtime", "openai", "http://127.0.0.1:9/v1", "--model", "x"],
+     "--runtime openai against a snapshot needs --tokenizer DIR"),
+    (["--runtime", "llama.cpp", "FILE", "--tokenizer", "DIR"], "--tokenizer: only for --runtime openai"),
     (["--runtime", "llama.cpp", "FILE", "--model", "x"], "--model: only for --runtime openai (a server)"),
     (["--runtime", "onnx", "FILE", "--topk", "5", "--api-key-env", "KEY"],
      "--topk, --api-key-env: only for --runtime openai"),

@@ -121,3 +121,26 @@ def test_wrong_model_and_missing_key(setup, monkeypatch):
     with pytest.raises(HemorrhageError, match="HTTP 401.*set the API key in the environment variable NO_SUCH_KEY"):
         ph.compare(setup["snapshot"], ph.openai_server(setup["url"], model="smol", tokenizer=setup["tokenizer"],
                                                        api_key_env="NO_SUCH_KEY"), layers=None)
+
+
+def test_the_command_line_gates_a_server_against_a_snapshot(setup, tmp_path, capsys, monkeypatch):
+    """`hemorrhage compare SNAPSHOT --runtime openai URL`: a bound cannot pass, so the gate exits 1, and the
+    JSON says which metrics are bounds; the key is read from the named variable and written nowhere."""
+    import json
+
+    from pytest_hemorrhage.cli import main
+
+    snapshot_path = tmp_path / "base.safetensors"
+    ph.record_snapshot(setup["model"], setup["probes"], snapshot_path, tokenizer=setup["tokenizer"], layers=None)
+    setup["tokenizer"].save_pretrained(tmp_path / "tokenizer")
+    monkeypatch.setenv(KEY_ENV, KEY)
+    code = main(["compare", str(snapshot_path), "--runtime", "openai", setup["url"], "--model", "smol",
+                 "--topk", "5", "--tokenizer", str(tmp_path / "tokenizer"), "--api-key-env", KEY_ENV,
+                 "--json", str(tmp_path / "report.json"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1
+    report = json.loads((tmp_path / "report.json").read_text())
+    kl = next(m for m in report["metrics"] if m["name"] == "kl")
+    assert kl["bound"] == "lower" and kl["verdict"] in ("inconclusive", "fail")
+    assert "k = 5 was the limit" in captured.out
+    assert KEY not in captured.out + captured.err + (tmp_path / "report.json").read_text()
