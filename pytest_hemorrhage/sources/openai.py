@@ -118,6 +118,10 @@ class OpenAISource(RuntimeSource):
                                   "pass the baseline model or a snapshot as the baseline")
         return super().paired_with(candidate, generation)
 
+    def check_vocabulary(self, size: int, baseline: str) -> None:
+        """Nothing to check here: a server does not say how many token ids it has. Its vocabulary is
+        checked token by token instead, each returned token string against the tokenizer's."""
+
     def check(self, probes: Probes) -> None:
         if not probes.is_tokens:
             raise InvalidArgument(f"{self.label} scores token ids; these probes are tensors")
