@@ -3,7 +3,8 @@
 Names: the speed, memory and statistics benchmarks, plus the paper's claims on the default model
 (claims_pruning, claims_scaling_decoding, claims_sweep), the gate error rates (gate_rates) and the
 PyTorch quantizers as candidates (quantizers); llama.cpp candidates (runtime_llamacpp, which needs llama-cpp-python),
-ONNX Runtime candidates (runtime_onnx), a llama.cpp server (runtime_server).
+ONNX Runtime candidates (runtime_onnx), a llama.cpp server (runtime_server), and why the GGUF candidates
+fail: runtime against compression and the block to blame (attribution).
 With no name, the speed, memory and statistics ones run (the claims take tens of minutes each).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 DEFAULT = ("overhead", "memory", "load_time", "fuzz", "efficiency", "sequential", "peer")
 NAMES = DEFAULT + ("claims_pruning", "claims_scaling_decoding", "claims_sweep", "gate_rates", "quantizers",
-                   "runtime_llamacpp", "runtime_onnx", "runtime_server")
+                   "runtime_llamacpp", "runtime_onnx", "runtime_server", "attribution")
 
 
 def main(argv: list[str]) -> int:

@@ -34,6 +34,8 @@ __all__ = [
     "llama_cpp",
     "onnx_runtime",
     "openai_server",
+    "attribute",
+    "localise",
     "HemorrhageError",
     "InvalidArgument",
     "SnapshotError",
@@ -61,6 +63,8 @@ _LAZY = {
     "llama_cpp": ("runtimes", "llama_cpp"),
     "onnx_runtime": ("runtimes", "onnx_runtime"),
     "openai_server": ("runtimes", "openai_server"),
+    "attribute": ("attribution", "attribute"),
+    "localise": ("localise", "localise"),
 }
 
 

@@ -26,7 +26,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from .errors import HemorrhageError, InvalidArgument
 from .files import atomic_path
@@ -34,7 +34,8 @@ from .models import GGUF_FILENAME, default_model_path, gguf_sha256
 from .models import cache_dir as cache_root
 from .sources.runtime import require
 
-__all__ = ["GGUF_KINDS", "default_model_gguf", "write_f32_gguf", "rewrite_gguf", "quantize_gguf"]
+__all__ = ["GGUF_KINDS", "default_model_gguf", "write_f32_gguf", "rewrite_gguf", "quantize_gguf", "replace_tensors_gguf",
+           "gguf_tensor_types"]
 
 #: The kinds :func:`default_model_gguf` makes: the shipped file, its F32 copy, and llama.cpp's quantisations.
 GGUF_KINDS = ("Q4_1", "F32", "Q8_0", "Q4_K_M", "Q2_K")
@@ -85,11 +86,14 @@ def write_f32_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str
 
 
 def rewrite_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str], *, dequantise: bool = False,
-                 metadata: Mapping[str, Any] | None = None) -> None:
+                 metadata: Mapping[str, Any] | None = None, tensors_from: Mapping[str, Any] | None = None) -> None:
     """Copy the GGUF file ``source`` to ``target``, its tensors dequantised to float32 when ``dequantise``,
-    the values of the keys in ``metadata`` replaced (each keeps its type in the file). Needs ``gguf``."""
+    the values of the keys in ``metadata`` replaced (each keeps its type in the file), and the tensors
+    named in ``tensors_from`` (name -> another file's ``gguf.ReaderTensor``) taken as they are stored
+    there. Needs ``gguf``."""
     gguf = require("gguf", "llamacpp", "rewriting a GGUF file")
     reader = gguf.GGUFReader(source)
+    replacements = dict(tensors_from or {})
     replaced = dict(metadata or {})
     unknown = set(replaced) - set(reader.fields)
     if unknown:
@@ -104,6 +108,7 @@ def rewrite_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str],
             sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
             writer.add_key_value(key, replaced.get(key, field.contents()), value_type, sub_type=sub_type)
         for tensor in reader.tensors:
+            tensor = replacements.get(tensor.name, tensor)
             if dequantise:
                 writer.add_tensor(tensor.name, gguf.quants.dequantize(tensor.data, tensor.tensor_type))
             else:
@@ -112,6 +117,31 @@ def rewrite_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str],
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+
+
+def replace_tensors_gguf(candidate: str | os.PathLike[str], donor: str | os.PathLike[str],
+                         target: str | os.PathLike[str], names: Sequence[str]) -> None:
+    """Write ``candidate`` to ``target`` with the tensors ``names`` taken as stored in ``donor``, the same
+    model in another type: with a finer donor (``Q8_0``, ``F32``) this keeps those tensors at higher
+    precision, a mixed-precision file as llama.cpp's own ``_M`` types are. Every other tensor and all
+    metadata stay the candidate's. Needs ``gguf``."""
+    gguf = require("gguf", "llamacpp", "rewriting a GGUF file")
+    finer = {tensor.name: tensor for tensor in gguf.GGUFReader(donor).tensors}
+    ours = {tensor.name: tensor for tensor in gguf.GGUFReader(candidate).tensors}
+    for name in names:
+        if name not in ours or name not in finer:
+            where = candidate if name not in ours else donor
+            raise InvalidArgument(f"names: {where} has no tensor {name!r}; both files must hold the same model")
+        if list(finer[name].shape) != list(ours[name].shape):
+            raise InvalidArgument(f"donor: tensor {name!r} has shape {list(finer[name].shape)} in {donor} and "
+                                  f"{list(ours[name].shape)} in {candidate}; both files must hold the same model")
+    rewrite_gguf(candidate, target, tensors_from={name: finer[name] for name in names})
+
+
+def gguf_tensor_types(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Each tensor's type in the GGUF file ``path`` (``{"blk.0.attn_q.weight": "Q5_0", ...}``). Needs ``gguf``."""
+    gguf = require("gguf", "llamacpp", "reading a GGUF file's tensors")
+    return {tensor.name: tensor.tensor_type.name for tensor in gguf.GGUFReader(path).tensors}
 
 
 def quantize_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str], kind: str) -> None:

@@ -68,3 +68,18 @@ def pytest_collection_modifyitems(config, items):
 def pytest_report_header(config):
     return ("gpu tests: deselected without a CUDA device (gpu2 ones without two); on a GPU machine run "
             "python -m pytest -m \"\" tests/test_gpu.py tests/kernels")
+
+
+@pytest.fixture(scope="module")
+def gguf_baseline():
+    """The tiny Llama whose GGUF files the attribution and localisation tests write."""
+    return tiny_llama(seed=5)
+
+
+@pytest.fixture(scope="module")
+def gguf_probes():
+    """Token-id probes of the byte vocabulary those files carry."""
+    from pytest_hemorrhage import Probes
+    from tiny_models import random_token_ids
+
+    return Probes.from_token_ids(random_token_ids(n=12, length=24, seed=2).tolist())

@@ -57,8 +57,11 @@ def _rope_theta(config) -> float:
     return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
 
 
-def write_tiny_gguf(model: LlamaForCausalLM, path: str | os.PathLike[str]) -> None:
+def write_tiny_gguf(model: LlamaForCausalLM, path: str | os.PathLike[str], *, rope_order: bool = True) -> None:
     """Write ``model`` (a Llama of at most 256 ids) to ``path`` as an F32 GGUF file llama.cpp runs.
+
+    ``rope_order=False`` leaves the query and key rows in Hugging Face's order: the classic
+    conversion bug, which llama.cpp runs without complaint and gets wrong.
 
     The file is written beside ``path`` and moved there when complete, so a reader never sees half a file.
     """
@@ -100,9 +103,9 @@ def write_tiny_gguf(model: LlamaForCausalLM, path: str | os.PathLike[str]) -> No
     for name, tensor in model.state_dict().items():
         if name.endswith("rotary_emb.inv_freq"):
             continue
-        if name.endswith("q_proj.weight"):
+        if rope_order and name.endswith("q_proj.weight"):
             tensor = rope_rows_interleaved(tensor, heads)
-        elif name.endswith("k_proj.weight"):
+        elif rope_order and name.endswith("k_proj.weight"):
             tensor = rope_rows_interleaved(tensor, kv_heads)
         gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
@@ -114,3 +117,20 @@ def write_tiny_gguf(model: LlamaForCausalLM, path: str | os.PathLike[str]) -> No
     writer.write_tensors_to_file()
     writer.close()
     os.replace(partial, path)
+
+
+def requantise_gguf(source: str | os.PathLike[str], target: str | os.PathLike[str], types) -> None:
+    """Write ``source`` (an F32 GGUF) to ``target`` with each 2-D tensor quantised by gguf's own quantiser
+    to ``types(name)`` (a ``gguf.GGMLQuantizationType``, or None to keep it as it is)."""
+    import gguf
+
+    from pytest_hemorrhage.gguf_files import rewrite_gguf
+
+    replaced = {}
+    for tensor in gguf.GGUFReader(source).tensors:
+        kind = types(tensor.name) if len(tensor.data.shape) == 2 else None
+        if kind is None:
+            continue
+        data = gguf.quants.quantize(np.asarray(tensor.data, dtype=np.float32), kind)
+        replaced[tensor.name] = tensor._replace(tensor_type=kind, data=data, n_bytes=data.nbytes)
+    rewrite_gguf(source, target, tensors_from=replaced)
