@@ -54,7 +54,9 @@ def explain(report: Report, baseline: Any, candidate: Any, probes: Any = None, *
     if suggest and live and cand_model is None:
         label = getattr(candidate, "label", type(candidate).__name__)
         report.suggestion = (f"no mitigation applies: the candidate runs in {label} and holds no torch weights "
-                             "that a mitigation could change; re-make the file with other settings and compare again")
+                             "that a mitigation could change; ph.attribute tells a runtime or conversion problem "
+                             "from compression loss, and ph.localise names the GGUF blocks to keep at higher "
+                             "precision (docs/attribution.md)")
     elif suggest and live:
         each: dict[str, float] = {}
 

@@ -3,19 +3,28 @@
     hemorrhage snapshot MODEL_DIR --out FILE [--probes 64] [--max-length 128]
     hemorrhage compare BASELINE_DIR_OR_SNAPSHOT CANDIDATE_DIR [--max-kl 0.02] [--no-suggest] [--allow-tokenizer-mismatch] [--json r.json] [--junit r.xml] [--markdown r.md] [--html r.html]
     hemorrhage sweep [MODEL_DIR] --modify sparsity --strengths 0.1,0.2,0.3 [--probes 32] [--json s.json] [--plot s.png] [--require 0.2]
+    hemorrhage attribute BASELINE_DIR_OR_SNAPSHOT --runtime llama.cpp CANDIDATE_FILE --reference UNQUANTISED_FILE [--json a.json] [--markdown a.md]
+    hemorrhage localise BASELINE_DIR CANDIDATE.gguf [--keep-from FINER.gguf] [--steps 1,2,4] [--out-dir DIR] [--json l.json] [--markdown l.md]
 
 A failing ``compare`` explains itself as the library does: the vulnerability pattern and, against a
 baseline model folder, the best mitigation tried on copies and re-measured (``--no-suggest`` skips
 that for a faster answer). Every report file written is listed at the end.
 
+``attribute`` splits a runtime candidate's divergence into a runtime part (the unquantised reference
+in the same runtime against the baseline) and a compression part (the candidate against the reference);
+``localise`` swaps a GGUF file's dequantised tensors into the baseline one block at a time and, with
+``--keep-from``, re-makes the file with the costliest blocks from a finer file until the gate passes.
+
 Exit codes: 0 passed, 1 hemorrhage detected (or inconclusive, unless allowed; for ``sweep``: the
-``--require``d strength fails), 2 usage or input error.
+``--require``d strength fails; for ``attribute``: the candidate fails; for ``localise --keep-from``:
+no re-made file passes), 2 usage or input error.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import re
 import sys
@@ -158,8 +167,47 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--plot", dest="plot_path", metavar="PATH", help="write the plot here (.png, .svg, .pdf)")
     _add_progress(sw)
     _add_threshold_options(sw)
-    parser.commands = {"snapshot": snap, "compare": cmp_, "sweep": sw}
+    parser.commands = {"snapshot": snap, "compare": cmp_, "sweep": sw, **_add_diagnosis_parsers(sub)}
     return parser
+
+
+def _add_report_files(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", dest="json_path", metavar="PATH", help="write the JSON result here")
+    parser.add_argument("--markdown", dest="markdown_path", metavar="PATH", help="write a Markdown table here")
+
+
+def _add_diagnosis_parsers(sub: Any) -> dict[str, Any]:
+    """``attribute`` and ``localise``: why a runtime candidate fails."""
+    attr = sub.add_parser("attribute", help="split a runtime candidate's divergence into a runtime part and a "
+                                            "compression part")
+    attr.add_argument("baseline", help="baseline: a Hugging Face model folder, or a snapshot file")
+    attr.add_argument("candidate", help="the quantised file (GGUF with --runtime llama.cpp, ONNX with --runtime onnx)")
+    attr.add_argument("--runtime", choices=[name for name in sorted(RUNTIMES) if name != "openai"], required=True,
+                      help="the runtime both files run in")
+    attr.add_argument("--reference", required=True, metavar="FILE",
+                      help="the same weights unquantised, in the same runtime (an F32 or F16 GGUF, an fp32 ONNX "
+                           "export)")
+    _add_probe_options(attr, snapshot_fixes=True)
+    _add_report_files(attr)
+    _add_progress(attr)
+    _add_threshold_options(attr)
+    loc = sub.add_parser("localise", help="measure what each block of a GGUF file costs, swapped alone into the "
+                                          "baseline; optionally re-make the file with the costliest blocks finer")
+    loc.add_argument("baseline", help="the Hugging Face model folder the GGUF file was converted from")
+    loc.add_argument("candidate", help="the GGUF file")
+    loc.add_argument("--keep-from", default=None, metavar="FILE",
+                     help="the same model as a finer GGUF (Q8_0, F16, F32): re-make the candidate with its costliest "
+                          "blocks taken from it and gate each file in llama.cpp, until one passes")
+    loc.add_argument("--steps", type=_strengths, default=[1, 2, 4], metavar="K,K,...",
+                     help="--keep-from: how many blocks to keep at each attempt (default 1,2,4)")
+    loc.add_argument("--out-dir", default=None, metavar="DIR",
+                     help="--keep-from: where the re-made files go (default: a new temporary folder)")
+    loc.add_argument("--threads", type=int, default=None, metavar="N", help="--keep-from: llama.cpp's threads")
+    _add_probe_options(loc)
+    _add_report_files(loc)
+    _add_progress(loc)
+    _add_threshold_options(loc)
+    return {"attribute": attr, "localise": loc}
 
 
 def _runtime_options(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -326,6 +374,75 @@ def _compare(args: argparse.Namespace) -> int:
     return EXIT_PASSED if report.passed else EXIT_HEMORRHAGE
 
 
+def _baseline_and_probes(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The baseline (a snapshot file or a model folder) and the probes the command measures on."""
+    from .probes import Probes
+
+    if not Path(args.baseline).exists():
+        raise HemorrhageError(f"baseline: {args.baseline} does not exist; give a Hugging Face model folder"
+                              f"{'' if args.command == 'localise' else ' or a snapshot file'}")
+    if Path(args.baseline).is_file():
+        if args.command == "localise":
+            raise HemorrhageError(f"baseline: {args.baseline} is a file; localise swaps weights into the baseline, "
+                                  "so it needs the Hugging Face model folder the GGUF file was converted from")
+        from .snapshot import load_snapshot
+
+        snapshot = load_snapshot(args.baseline)
+        return snapshot, _snapshot_probes(snapshot, args) or snapshot.probes
+    check_model_folder(args.baseline, "baseline")
+    model, tokenizer = _model_with_tokenizer(args.baseline, "baseline")
+    return model, Probes.builtin(tokenizer, n=_PROBES if args.probes is None else args.probes,
+                                 max_length=_MAX_LENGTH if args.max_length is None else args.max_length)
+
+
+def _existing_file(path: str, what: str) -> str:
+    if not Path(path).is_file():
+        raise HemorrhageError(f"{what}: {path} is not a file")
+    return path
+
+
+def _attribute(args: argparse.Namespace) -> int:
+    from .attribution import attribute
+    from .runtimes import open_runtime
+
+    thresholds = _thresholds(args)
+    candidate = open_runtime(args.runtime, _existing_file(args.candidate, "candidate"))
+    reference = open_runtime(args.runtime, _existing_file(args.reference, "--reference"), role="reference")
+    baseline, probes = _baseline_and_probes(args)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    found = attribute(baseline, candidate, reference, probes, thresholds, batch_size=args.batch_size,
+                      progress=progress)
+    print(found.to_text())
+    written = _Written()
+    written.text(args.json_path, json.dumps(found.to_dict(), indent=2), "JSON attribution")
+    written.text(args.markdown_path, found.to_markdown(), "Markdown table")
+    written.show()
+    return EXIT_PASSED if found.reports["total"].passed else EXIT_HEMORRHAGE
+
+
+def _localise(args: argparse.Namespace) -> int:
+    from .localise import localise
+
+    thresholds = _thresholds(args)
+    _existing_file(args.candidate, "candidate")
+    if args.keep_from is not None:
+        _existing_file(args.keep_from, "--keep-from")
+    baseline, probes = _baseline_and_probes(args)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    found = localise(baseline, args.candidate, probes, thresholds, batch_size=args.batch_size, progress=progress)
+    fixed = None
+    if args.keep_from is not None:
+        fixed = found.verify(args.keep_from, steps=args.steps, folder=args.out_dir, n_threads=args.threads)
+    print(found.to_text())
+    if fixed is not None:
+        print(f"passes with {', '.join(fixed.kept)} kept from {args.keep_from}: {fixed.path}")
+    written = _Written()
+    written.text(args.json_path, json.dumps(found.to_dict(), indent=2), "JSON localisation")
+    written.text(args.markdown_path, found.to_markdown(), "Markdown table")
+    written.show()
+    return EXIT_HEMORRHAGE if args.keep_from is not None and fixed is None else EXIT_PASSED
+
+
 def _snapshot(args: argparse.Namespace) -> int:
     from .probes import Probes
     from .snapshot import record_snapshot
@@ -389,6 +506,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _snapshot(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "attribute":
+            return _attribute(args)
+        if args.command == "localise":
+            return _localise(args)
     except HemorrhageError as exc:  # InvalidArgument and SnapshotError included
         print(f"hemorrhage: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import shlex
 import sys
 import tempfile
 import time
@@ -100,6 +102,15 @@ class Localisation:
         ranking = self.ranking
         return ranking[0].group if ranking else None
 
+    def tensor_type_options(self, count: int = 1, kind: str = "q8_0") -> list[str]:
+        """llama-quantize options that keep the ``count`` costliest groups at ``kind`` when quantising
+        again with your own toolchain (imatrix and all): ``['--tensor-type', 'blk\\.11\\.=q8_0', ...]``."""
+        options = []
+        for cost in self.ranking[:count]:
+            prefix = os.path.commonprefix(cost.gguf_tensors) if len(cost.gguf_tensors) > 1 else cost.gguf_tensors[0]
+            options += ["--tensor-type", f"{re.escape(prefix)}={kind}"]
+        return options
+
     def rows(self) -> list[list[str]]:
         ranks = {c.group: i for i, c in enumerate(self.ranking, 1)}
         rows = []
@@ -119,6 +130,8 @@ class Localisation:
     def to_text(self) -> str:
         lines = [f"candidate: {self.candidate}", f"blamed: {self.blamed} ({self.seconds:.0f} s)", "",
                  text_table(_COLUMNS, self.rows())]
+        if self.ranking:
+            lines += ["", f"to keep it at Q8_0 with llama-quantize: {shlex.join(self.tensor_type_options())}"]
         lines.extend(["", *map(_describe_verification, self.verifications)] if self.verifications else [])
         return "\n".join(lines)
 

@@ -50,6 +50,8 @@ def test_the_badly_quantised_block_is_named(gguf_baseline, gguf_probes, f32, fol
     assert first.kl > 10 * second.kl
     assert first.types == ["F32", "Q4_0"] and first.gguf_tensors[0].startswith(f"blk.{block}.")
     assert first.report.verdict == "fail" and second.report.verdict == "pass"
+    assert found.tensor_type_options() == ["--tensor-type", f"blk\\.{block}\\.=q8_0"]
+    assert f"--tensor-type 'blk\\.{block}\\.=q8_0'" in found.to_text()
 
 
 def test_the_whole_file_in_pytorch_agrees_with_llama_cpp_running_it(gguf_baseline, gguf_probes, f32, folder):

@@ -137,6 +137,7 @@ def test_a_failing_runtime_candidate_explains_why_no_mitigation_applies(base, pr
     report = ph.explain(ph.compare(base, InProcessRuntime(broken), probes), base, InProcessRuntime(broken), probes)
     assert not report.passed
     assert report.suggestion.startswith("no mitigation applies: the candidate runs in in-process tiny-model")
+    assert "ph.attribute" in report.suggestion and "ph.localise" in report.suggestion
 
 
 def test_attention_is_refused_for_a_runtime(base, probes):
