@@ -153,12 +153,13 @@ def attribute(baseline: Any, candidate: RuntimeSource, reference: RuntimeSource,
                               "runtime part is only measured with both files in the same runtime")
     if candidate.target == reference.target:
         raise InvalidArgument(f"reference: {reference.target} is the candidate itself; pass the unquantised file")
-    probe_set = pair_sources(baseline, candidate, probes, layers=None)[2]
     pairs = {"total": (baseline, candidate), "runtime": (baseline, reference), "compression": (reference, candidate)}
     reports, seconds = {}, {}
-    for part, _ in PARTS:
-        started = time.perf_counter()
-        reports[part] = compare(*pairs[part], probe_set, thresholds, layers=None, batch_size=batch_size,
-                                progress=progress, name=f"{part} part", **threshold_overrides)
-        seconds[part] = time.perf_counter() - started
+    with candidate.loaded(), reference.loaded():  # each file loaded once for the three comparisons
+        probe_set = pair_sources(baseline, candidate, probes, layers=None)[2]
+        for part, _ in PARTS:
+            started = time.perf_counter()
+            reports[part] = compare(*pairs[part], probe_set, thresholds, layers=None, batch_size=batch_size,
+                                    progress=progress, name=f"{part} part", **threshold_overrides)
+            seconds[part] = time.perf_counter() - started
     return Attribution(reports, candidate.runtime, candidate.label, reference.label, seconds)

@@ -121,3 +121,14 @@ def test_wrong_sides_are_refused_with_the_fix(gguf_baseline, gguf_probes, files,
     onnx = export_causal_lm(gguf_baseline, tmp_path / "tiny.onnx", exporter="torchscript")
     with pytest.raises(ph.InvalidArgument, match="same runtime"):
         ph.attribute(gguf_baseline, gguf_file(files["Q4_0"]), ph.onnx_runtime(onnx), gguf_probes)
+
+
+def test_each_file_is_loaded_once_for_the_three_comparisons(gguf_baseline, gguf_probes, files, monkeypatch):
+    from pytest_hemorrhage.sources.llamacpp import LlamaCppSource
+
+    opened = []
+    real_open = LlamaCppSource._open
+    monkeypatch.setattr(LlamaCppSource, "_open",
+                        lambda self, n_ctx: (opened.append(self.target), real_open(self, n_ctx)))
+    ph.attribute(gguf_baseline, gguf_file(files["Q4_0"]), gguf_file(files["F32"]), gguf_probes)
+    assert sorted(opened) == sorted([files["Q4_0"], files["F32"]])

@@ -16,15 +16,13 @@ PLANTED = 11
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer():
-    from pytest_hemorrhage.models import default_model
-
-    return default_model()
+def model_and_tokenizer(hemorrhage_default_model):
+    return hemorrhage_default_model
 
 
 @pytest.fixture(scope="module")
-def probes(model_and_tokenizer):
-    return ph.Probes.builtin(model_and_tokenizer[1], n=16, max_length=48)
+def probes(hemorrhage_default_model):
+    return ph.Probes.builtin(hemorrhage_default_model[1], n=16, max_length=48)
 
 
 @pytest.fixture(scope="module")
