@@ -34,8 +34,8 @@ from .models import GGUF_FILENAME, default_model_path, gguf_sha256
 from .models import cache_dir as cache_root
 from .sources.runtime import require
 
-__all__ = ["GGUF_KINDS", "default_model_gguf", "write_f32_gguf", "rewrite_gguf", "quantize_gguf", "replace_tensors_gguf",
-           "gguf_tensor_types"]
+__all__ = ["GGUF_KINDS", "default_model_gguf", "write_f32_gguf", "rewrite_gguf", "quantize_gguf",
+           "replace_tensors_gguf", "gguf_tensor_types"]
 
 #: The kinds :func:`default_model_gguf` makes: the shipped file, its F32 copy, and llama.cpp's quantisations.
 GGUF_KINDS = ("Q4_1", "F32", "Q8_0", "Q4_K_M", "Q2_K")

@@ -56,7 +56,8 @@ def test_localise_names_the_planted_block(files, tmp_path, capsys):
     (["localise", "{folder}", "{planted}", "--keep-from", "missing.gguf"], "--keep-from: missing.gguf is not a file"),
     (["attribute", "{snapshot}", "--runtime", "llama.cpp", "{Q4_0}", "--reference", "missing.gguf"],
      "--reference: missing.gguf is not a file"),
-    (["attribute", "{snapshot}", "--runtime", "llama.cpp", "{Q4_0}"], "the following arguments are required: --reference"),
+    (["attribute", "{snapshot}", "--runtime", "llama.cpp", "{Q4_0}"],
+     "the following arguments are required: --reference"),
 ])
 def test_usage_errors_exit_2_naming_the_cause(files, capsys, argv, message):
     assert main([arg.format(**files) for arg in argv]) == 2
