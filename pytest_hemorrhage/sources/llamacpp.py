@@ -8,11 +8,10 @@ dequantised copy of the weights in PyTorch. The file is loaded once however many
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -55,7 +54,6 @@ class LlamaCppSource(RuntimeSource):
         self._n_ctx = n_ctx
         self._n_threads = n_threads or max((os.cpu_count() or 1) // 2, 1)
         self._llama: Any = None
-        self._depth = 0
         self._facts: dict[str, Any] | None = None  # read on the first load, kept after it is freed
 
     # ------------------------------------------------------------------ what the file says
@@ -95,18 +93,12 @@ class LlamaCppSource(RuntimeSource):
         return named.decode() if named else f"file type {code}"
 
     # ------------------------------------------------------------------ loading
-    @contextlib.contextmanager
-    def loaded(self) -> Iterator[None]:
-        """The file loaded (once, however deeply nested); freed when the outermost use ends."""
+    def _acquire(self) -> None:
         if self._llama is None:
             self._open(min(_FIRST_CONTEXT, self._n_ctx or _FIRST_CONTEXT))
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0:
-                self._close()
+
+    def _release(self) -> None:
+        self._close()
 
     def _open(self, n_ctx: int) -> None:
         try:

@@ -16,10 +16,9 @@ exported with) to also check each probe's round trip through it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -78,26 +77,17 @@ class OnnxSource(RuntimeSource):
         self.threads = threads
         self.tokenizer = tokenizer
         self._session: Any = None
-        self._depth = 0
         self._vocab: int | None = None
         self._modification: str | None = None
 
     # ------------------------------------------------------------------ the session
-    @contextlib.contextmanager
-    def loaded(self) -> Iterator[None]:
-        """The session made on first use inside the outermost ``with``, and released when it ends."""
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0:
-                self._session = None
+    def _release(self) -> None:
+        self._session = None  # made on first use inside the outermost ``with loaded()``
 
     def _run_session(self) -> Any:
         if self._session is not None:
             return self._session
-        if self._depth == 0:
+        if not self.is_loaded:
             raise HemorrhageError(f"{self.label} was used outside 'with source.loaded():'")
         options = self._ort.SessionOptions()
         if self.threads is not None:

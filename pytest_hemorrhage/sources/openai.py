@@ -23,12 +23,11 @@ and fewer log-probabilities than asked are errors naming the probe and position.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -146,18 +145,13 @@ class OpenAISource(RuntimeSource):
                                       "of the tokenizer given; pass the tokenizer the probes were made with")
         self._model_checked = False
 
-    @contextlib.contextmanager
-    def loaded(self) -> Iterator[None]:
-        if self._client is not None:
-            yield
-            return
+    def _acquire(self) -> None:
         httpx = require("httpx", "server", "an OpenAI-compatible server candidate")
         self._client = httpx.Client(timeout=self.timeout)
-        try:
-            yield
-        finally:
-            self._client.close()
-            self._client = None
+
+    def _release(self) -> None:
+        self._client.close()
+        self._client = None
 
     def observe(self, batch: ProbeBatch, blocks: Sequence[str] = (), attentions: bool = False) -> TopkObservation:
         if self._vocab is None:

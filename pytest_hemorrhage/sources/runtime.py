@@ -58,6 +58,7 @@ class RuntimeSource:
     def __init__(self, target: Any, role: str = "candidate") -> None:
         self.target = target
         self.role = role
+        self._depth = 0  # how many ``with loaded()`` are open
         self.origin = self
 
     # ------------------------------------------------------------------ what a subclass provides
@@ -94,8 +95,28 @@ class RuntimeSource:
 
     @contextlib.contextmanager
     def loaded(self) -> Iterator[None]:
-        """The runtime ready to score (a file loaded, a session made); released afterwards."""
-        yield
+        """The runtime ready to score (a file loaded, a session made) however deeply nested: acquired on
+        entering the outermost ``with``, released when it ends, so nested uses share one load."""
+        if self._depth == 0:
+            self._acquire()
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self._release()
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether a ``with loaded()`` is open."""
+        return self._depth > 0
+
+    def _acquire(self) -> None:
+        """Load the runtime (on entering the outermost :meth:`loaded`); a subclass may defer it to first use."""
+
+    def _release(self) -> None:
+        """Free what :meth:`_acquire` or later use loaded."""
 
     # ------------------------------------------------------------------ the Source protocol
     @property
