@@ -148,6 +148,11 @@ def attribute(baseline: Any, candidate: RuntimeSource, reference: RuntimeSource,
             raise InvalidArgument(f"{role}: expected a runtime source (ph.llama_cpp(path), ph.onnx_runtime(path)), "
                                   f"got {type(side).__name__}; a torch candidate needs no attribution: its "
                                   "weights are compared with hooks by ph.compare")
+    for role, side in (("candidate", candidate), ("reference", reference)):
+        if side.topk_limit is not None:
+            raise InvalidArgument(f"{role}: {side.label} returns only its top {side.topk_limit} log-probabilities; the "
+                                  "compression part compares two runtime outputs, which needs every logit of both. "
+                                  "Attribute the files in a runtime that gives them (ph.llama_cpp, ph.onnx_runtime)")
     if type(candidate) is not type(reference):
         raise InvalidArgument(f"reference: runs in {reference.runtime}, the candidate in {candidate.runtime}; the "
                               "runtime part is only measured with both files in the same runtime")

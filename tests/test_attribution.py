@@ -118,6 +118,9 @@ def test_wrong_sides_are_refused_with_the_fix(gguf_baseline, gguf_probes, files,
         ph.attribute(gguf_baseline, tiny_llama(seed=5), gguf_file(files["F32"]), gguf_probes)
     with pytest.raises(ph.InvalidArgument, match="is the candidate itself"):
         ph.attribute(gguf_baseline, gguf_file(files["Q4_0"]), gguf_file(files["Q4_0"]), gguf_probes)
+    server = ph.openai_server("http://127.0.0.1:9/v1", model="tiny", topk=5)
+    with pytest.raises(ph.InvalidArgument, match="candidate: .* returns only its top 5 log-probabilities"):
+        ph.attribute(gguf_baseline, server, gguf_file(files["F32"]), gguf_probes)
     onnx = export_causal_lm(gguf_baseline, tmp_path / "tiny.onnx", exporter="torchscript")
     with pytest.raises(ph.InvalidArgument, match="same runtime"):
         ph.attribute(gguf_baseline, gguf_file(files["Q4_0"]), ph.onnx_runtime(onnx), gguf_probes)
