@@ -53,3 +53,10 @@ def test_the_report_says_what_a_runtime_cannot_show(hemorrhage, baseline):
     assert report.layers == []
     assert any("gives no hidden states" in note for note in report.notes)
     assert report.metrics["kl"].estimate > 0
+
+
+def test_a_failing_file_is_blamed_on_compression_not_the_runtime(baseline):
+    """When a file fails, ask why: the F32 file in the same runtime is the reference. A conversion or
+    runtime bug would put the blame on the runtime part (the F32 file against the baseline) instead."""
+    found = ph.attribute(baseline, gguf("Q2_K"), gguf("F32"))
+    assert found.cause == "compression", found.to_text()
