@@ -154,10 +154,10 @@ class Localisation:
     def __str__(self) -> str:
         return self.to_text()
 
-    def verify(self, higher: str | os.PathLike[str], *, steps: Sequence[int] = (1, 2, 4),
+    def verify(self, finer: str | os.PathLike[str], *, steps: Sequence[int] = (1, 2, 4),
                folder: str | os.PathLike[str] | None = None, n_threads: int | None = None) -> Verification | None:
-        """Re-make the candidate with its costliest groups taken from ``higher`` (the same model at a
-        finer type: a Q8_0 or F32 GGUF) and run the gate on each file in llama.cpp.
+        """Re-make the candidate with its costliest groups taken from ``finer`` (the same model at a
+        finer type: a Q8_0, F16 or F32 GGUF) and run the gate on each file in llama.cpp.
 
         For each count in ``steps``, that many of the costliest groups are kept; it stops at the first
         file that passes. Files go to ``folder`` (a temporary folder by default) and every attempt is
@@ -174,7 +174,7 @@ class Localisation:
             kept = ranking[:count]
             started = time.perf_counter()
             path = target / f"{self.candidate.stem}.keep-{count}.gguf"
-            replace_tensors_gguf(self.candidate, higher, path, [n for c in kept for n in c.gguf_tensors])
+            replace_tensors_gguf(self.candidate, finer, path, [n for c in kept for n in c.gguf_tensors])
             report = compare(self.baseline, llama_cpp(path, n_threads=n_threads), self.probes, layers=None,
                              **self.compare_options)
             attempt = Verification([c.group for c in kept], path, path.stat().st_size, report,
@@ -230,6 +230,8 @@ def localise(baseline: Any, candidate: str | os.PathLike[str] | Any, probes: Any
             print(f"localise [{index}/{len(groups)}] {group}: {kl}", file=sys.stderr, flush=True)
     with _swapped(work, dequantised):
         whole = compare(model, work, probe_set, layers=None, name=WHOLE_FILE, **options)
+    if progress:
+        print(f"localise: {WHOLE_FILE}: {whole.metrics['kl'].describe()}", file=sys.stderr, flush=True)
     return Localisation(path, costs, whole, time.perf_counter() - started, model, probe_set, options)
 
 

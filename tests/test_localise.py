@@ -128,3 +128,13 @@ def test_replacing_tensors_checks_names_and_shapes(f32, folder, tmp_path):
     with pytest.raises(ph.InvalidArgument, match="token_embd.weight.*has shape"):
         replace_tensors_gguf(f32, other, tmp_path / "x.gguf", ["token_embd.weight"])
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_progress_prints_one_line_per_group_and_the_whole_file(gguf_baseline, gguf_probes, f32, folder, capsys):
+    found = ph.localise(gguf_baseline, planted(f32, folder, 1), gguf_probes, progress=True, **GATE)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        *(f"localise [{i}/{len(found.costs)}] {cost.group}" for i, cost in enumerate(found.costs, 1)),
+        "localise",
+    ]
+    assert "localise [6/7] model.norm: unchanged" in lines and lines[-1].startswith("localise: whole file: mean KL")
