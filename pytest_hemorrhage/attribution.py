@@ -15,15 +15,17 @@ the table also gives each part's share of the total mean KL rather than pretendi
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .engine import compare
 from .errors import InvalidArgument
 from .render.tables import markdown_table, metric_cell, text_table
 from .report import Report
-from .sources.pairing import pair_sources
+from .sources.pairing import live_model, pair_sources
 from .sources.runtime import RuntimeSource
 
 __all__ = ["Attribution", "attribute", "PARTS"]
@@ -132,7 +134,7 @@ class Attribution:
         return self.to_text()
 
 
-def attribute(baseline: Any, candidate: RuntimeSource, reference: RuntimeSource, probes: Any = None,
+def attribute(baseline: Any, candidate: RuntimeSource, reference: RuntimeSource | None = None, probes: Any = None,
               thresholds: Any = None, *, batch_size: int = 8, progress: bool = False,
               **threshold_overrides: Any) -> Attribution:
     """Split ``candidate``'s divergence from ``baseline`` into a runtime part and a compression part.
@@ -140,9 +142,20 @@ def attribute(baseline: Any, candidate: RuntimeSource, reference: RuntimeSource,
     ``candidate`` and ``reference`` run in the same runtime (``ph.llama_cpp(...)``,
     ``ph.onnx_runtime(...)``); ``reference`` holds the candidate's weights unquantised (an F32 or
     F16 GGUF, an fp32 ONNX export). ``baseline`` is the Hugging Face model or a snapshot of it.
+    Without a ``reference``, a GGUF candidate against a live baseline gets one written from the
+    baseline's own weights in the candidate's layout (:func:`~pytest_hemorrhage.gguf_model.write_reference_gguf`,
+    a temporary F32 file): right by construction, so a conversion bug in the candidate then counts
+    as compression; pass your own unquantised conversion to test the converter.
     ``thresholds`` and keyword overrides (``max_kl=0.01``) judge each part as a gate would.
     Each comparison's progress shows on standard error with ``progress=True``.
     """
+    if reference is None:
+        with tempfile.TemporaryDirectory(prefix="hemorrhage-reference-") as folder:
+            written = _reference_from_baseline(baseline, candidate, Path(folder))
+            found = attribute(baseline, candidate, written, probes, thresholds, batch_size=batch_size,
+                              progress=progress, **threshold_overrides)
+        found.reference = f"F32 GGUF written from the baseline's weights in the candidate's layout ({written.runtime})"
+        return found
     for role, side in (("candidate", candidate), ("reference", reference)):
         if not isinstance(side, RuntimeSource):
             raise InvalidArgument(f"{role}: expected a runtime source (ph.llama_cpp(path), ph.onnx_runtime(path)), "
@@ -168,3 +181,19 @@ def attribute(baseline: Any, candidate: RuntimeSource, reference: RuntimeSource,
                                     progress=progress, name=f"{part} part", **threshold_overrides)
             seconds[part] = time.perf_counter() - started
     return Attribution(reports, candidate.runtime, candidate.label, reference.label, seconds)
+
+
+def _reference_from_baseline(baseline: Any, candidate: Any, folder: Path) -> RuntimeSource:
+    """The baseline's own weights as an F32 GGUF in ``candidate``'s layout, run as the candidate is."""
+    from .gguf_model import write_reference_gguf
+    from .sources.llamacpp import LlamaCppSource
+
+    model = live_model(baseline)
+    if not isinstance(candidate, LlamaCppSource) or model is None:
+        why = ("the baseline is a snapshot, which holds no weights to write one from" if model is None else
+               f"one is written from the baseline's weights for a GGUF candidate only, not {type(candidate).__name__}")
+        raise InvalidArgument(f"reference: none given, and {why}; pass the candidate's weights unquantised in the "
+                              "same runtime (an F32 or F16 GGUF; for ONNX, "
+                              "pytest_hemorrhage.onnx_export.export_causal_lm(model, 'fp32.onnx'))")
+    path = write_reference_gguf(model, candidate.target, folder / "reference.F32.gguf")
+    return LlamaCppSource(path, n_threads=candidate.n_threads, role="reference")

@@ -3,7 +3,7 @@
     hemorrhage snapshot MODEL_DIR --out FILE [--probes 64] [--max-length 128]
     hemorrhage compare BASELINE_DIR_OR_SNAPSHOT CANDIDATE_DIR [--max-kl 0.02] [--no-suggest] [--allow-tokenizer-mismatch] [--json r.json] [--junit r.xml] [--markdown r.md] [--html r.html]
     hemorrhage sweep [MODEL_DIR] --modify sparsity --strengths 0.1,0.2,0.3 [--probes 32] [--json s.json] [--plot s.png] [--require 0.2]
-    hemorrhage attribute BASELINE_DIR_OR_SNAPSHOT --runtime llama.cpp CANDIDATE_FILE --reference UNQUANTISED_FILE [--json a.json] [--markdown a.md]
+    hemorrhage attribute BASELINE_DIR_OR_SNAPSHOT --runtime llama.cpp CANDIDATE_FILE [--reference UNQUANTISED_FILE] [--json a.json] [--markdown a.md]
     hemorrhage localise BASELINE_DIR CANDIDATE.gguf [--keep-from FINER.gguf] [--steps 1,2,4] [--out-dir DIR] [--json l.json] [--markdown l.md]
 
 A failing ``compare`` explains itself as the library does: the vulnerability pattern and, against a
@@ -184,9 +184,10 @@ def _add_diagnosis_parsers(sub: Any) -> dict[str, Any]:
     attr.add_argument("candidate", help="the quantised file (GGUF with --runtime llama.cpp, ONNX with --runtime onnx)")
     attr.add_argument("--runtime", choices=[name for name in sorted(RUNTIMES) if name != "openai"], required=True,
                       help="the runtime both files run in")
-    attr.add_argument("--reference", required=True, metavar="FILE",
+    attr.add_argument("--reference", default=None, metavar="FILE",
                       help="the same weights unquantised, in the same runtime (an F32 or F16 GGUF, an fp32 ONNX "
-                           "export)")
+                           "export); default for a GGUF candidate against a baseline folder: an F32 GGUF written "
+                           "from the baseline's weights in the candidate's layout")
     _add_probe_options(attr, snapshot_fixes=True)
     _add_report_files(attr)
     _add_progress(attr)
@@ -407,7 +408,8 @@ def _attribute(args: argparse.Namespace) -> int:
 
     thresholds = _thresholds(args)
     candidate = open_runtime(args.runtime, _existing_file(args.candidate, "candidate"))
-    reference = open_runtime(args.runtime, _existing_file(args.reference, "--reference"), role="reference")
+    reference = None if args.reference is None else open_runtime(
+        args.runtime, _existing_file(args.reference, "--reference"), role="reference")
     baseline, probes = _baseline_and_probes(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     found = attribute(baseline, candidate, reference, probes, thresholds, batch_size=args.batch_size,

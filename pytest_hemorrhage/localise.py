@@ -34,12 +34,11 @@ from .capture import find_decoder_blocks
 from .engine import compare
 from .errors import InvalidArgument
 from .gguf_files import gguf_tensor_types, replace_tensors_gguf
-from .models import _quiet_transformers
+from .gguf_model import dequantised_tensors, gguf_names
 from .render.tables import markdown_table, metric_cell, text_table
 from .report import Report
 from .probes import as_probes
 from .sources.pairing import live_model
-from .sources.runtime import require
 
 __all__ = ["Localisation", "BlockCost", "Verification", "localise"]
 
@@ -204,9 +203,9 @@ def localise(baseline: Any, candidate: str | os.PathLike[str] | Any, probes: Any
         raise InvalidArgument(f"candidate: {path} is not a file; pass the path of the .gguf file to localise")
     started = time.perf_counter()
     probe_set = as_probes(probes, model)
-    dequantised = _dequantised_tensors(model, path)
+    dequantised = dequantised_tensors(model, path)
     types = gguf_tensor_types(path)
-    names = _gguf_names(path, model)
+    names = gguf_names(model, path)
     extra = sorted(set(types) - set(names.values()))
     if extra:
         raise InvalidArgument(f"candidate: {path} holds tensor {extra[0]!r}"
@@ -233,51 +232,6 @@ def localise(baseline: Any, candidate: str | os.PathLike[str] | Any, probes: Any
     if progress:
         print(f"localise: {WHOLE_FILE}: {whole.metrics['kl'].describe()}", file=sys.stderr, flush=True)
     return Localisation(path, costs, whole, time.perf_counter() - started, model, probe_set, options)
-
-
-def _dequantised_tensors(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
-    """The file's tensors dequantised to float32 under the baseline's parameter names, checked for shape."""
-    require("gguf", "llamacpp", "reading a GGUF file's tensors")
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    with _quiet_transformers():
-        tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)["tensors"]
-    params = dict(model.named_parameters())  # tied weights appear once, under their first name
-    for name, tensor in tensors.items():
-        if name not in params:
-            raise InvalidArgument(f"candidate: {path} holds tensor {name!r}, which the baseline "
-                                  f"{type(model).__name__} does not have; pass the model the file was converted from")
-        if tuple(tensor.shape) != tuple(params[name].shape):
-            raise InvalidArgument(f"candidate: tensor {name!r} is {tuple(tensor.shape)} in {path} and "
-                                  f"{tuple(params[name].shape)} in the baseline; pass the model the file was "
-                                  "converted from")
-    missing = [name for name in params if name not in tensors]
-    if missing:
-        raise InvalidArgument(f"candidate: {path} has no tensor for the baseline's {missing[0]!r}"
-                              f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; pass the model "
-                              "the file was converted from")
-    return {name: tensor.to(torch.float32) for name, tensor in tensors.items()}
-
-
-def _gguf_names(path: Path, model: nn.Module) -> dict[str, str]:
-    """The file's name of each of the baseline's parameters (``model.layers.1.self_attn.q_proj.weight`` ->
-    ``blk.1.attn_q.weight``), by gguf's own name table for the file's architecture."""
-    gguf = require("gguf", "llamacpp", "reading a GGUF file's tensors")
-    architecture = gguf.GGUFReader(path).fields["general.architecture"].contents()
-    arch = next((a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == architecture), None)
-    if arch is None:
-        raise InvalidArgument(f"candidate: {path} is of architecture {architecture!r}, which the installed gguf "
-                              "package does not know; upgrade it with `pip install -U gguf`")
-    blocks = find_decoder_blocks(model)
-    table = gguf.get_tensor_name_map(arch, len(blocks[1]) if blocks else 0)
-    out = {}
-    for name, _ in model.named_parameters():
-        found = table.get_name(name, try_suffixes=(".weight", ".bias"))
-        if found is None:
-            raise InvalidArgument(f"candidate: no GGUF tensor name is known for the baseline's {name!r} in "
-                                  f"architecture {architecture!r}")
-        out[name] = found
-    return out
 
 
 def _groups(model: nn.Module, tensors: Iterable[str]) -> dict[str, list[str]]:

@@ -135,3 +135,38 @@ def test_each_file_is_loaded_once_for_the_three_comparisons(gguf_baseline, gguf_
                         lambda self, n_ctx: (opened.append(self.target), real_open(self, n_ctx)))
     ph.attribute(gguf_baseline, gguf_file(files["Q4_0"]), gguf_file(files["F32"]), gguf_probes)
     assert sorted(opened) == sorted([files["Q4_0"], files["F32"]])
+
+
+def test_a_reference_written_from_the_baseline_equals_the_f32_conversion(gguf_baseline, files, tmp_path):
+    from pytest_hemorrhage.gguf_model import write_reference_gguf
+
+    written = write_reference_gguf(gguf_baseline, files["Q4_0"], tmp_path / "reference.gguf")
+    ours, theirs = gguf.GGUFReader(written), gguf.GGUFReader(files["F32"])
+    assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
+    for mine, converted in zip(ours.tensors, theirs.tensors):
+        assert mine.tensor_type == converted.tensor_type == Q.F32
+        assert np.array_equal(mine.data, converted.data), mine.name
+    assert ours.fields["general.file_type"].contents() == int(gguf.LlamaFileType.ALL_F32)
+    assert ours.fields["tokenizer.ggml.tokens"].contents() == theirs.fields["tokenizer.ggml.tokens"].contents()
+
+
+def test_without_a_reference_one_is_written_from_the_baseline(gguf_baseline, gguf_probes, files):
+    given = ph.attribute(gguf_baseline, gguf_file(files["Q4_0"]), gguf_file(files["F32"]), gguf_probes)
+    written = ph.attribute(gguf_baseline, gguf_file(files["Q4_0"]), None, gguf_probes)
+    for part, _ in PARTS:
+        assert written.reports[part].metrics["kl"].estimate == given.reports[part].metrics["kl"].estimate
+    assert "written from the baseline's weights" in written.to_text()
+
+
+def test_a_written_reference_counts_a_conversion_bug_as_compression(files, gguf_probes):
+    # The reference is converted right by construction: the candidate's bad rotary order is then part
+    # of the candidate, so its own unquantised conversion is the reference that tests the converter.
+    found = ph.attribute(peaked(), gguf_file(files["bad-Q8_0"]), None, gguf_probes, max_kl=0.01,
+                         min_top1_agreement=0.8)
+    assert found.cause == "compression" and found.share("compression") > 0.9
+
+
+def test_without_a_reference_a_snapshot_baseline_is_refused(gguf_baseline, gguf_probes, files):
+    snapshot = ph.record_snapshot(gguf_baseline, gguf_probes)
+    with pytest.raises(ph.InvalidArgument, match="reference: none given, and the baseline is a snapshot"):
+        ph.attribute(snapshot, gguf_file(files["Q4_0"]), None, gguf_probes)

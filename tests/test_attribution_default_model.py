@@ -56,3 +56,17 @@ def test_a_block_taken_from_q2_k_into_q8_0_is_named_and_keeping_it_passes(model_
     assert found.ranking[0].kl > 3 * found.ranking[1].kl
     fixed = found.verify(files["Q8_0"], steps=(1,), folder=tmp_path / "kept", n_threads=1)
     assert fixed is not None and fixed.kept == [f"model.layers.{PLANTED}"], found.to_text()
+
+
+def test_the_reference_written_from_the_baseline_is_the_f32_file(model_and_tokenizer, files, tmp_path):
+    # The baseline is the shipped file dequantised by transformers, the F32 file the same file dequantised
+    # by gguf: written back in the Q4_K_M file's layout, the baseline's weights must equal it bit for bit.
+    import gguf
+    import numpy as np
+
+    from pytest_hemorrhage.gguf_model import write_reference_gguf
+
+    written = write_reference_gguf(model_and_tokenizer[0], files["Q4_K_M"], tmp_path / "reference.gguf")
+    converted = {t.name: t for t in gguf.GGUFReader(files["F32"]).tensors}
+    for tensor in gguf.GGUFReader(written).tensors:
+        assert np.array_equal(tensor.data, converted[tensor.name].data), tensor.name

@@ -7,7 +7,7 @@ import json
 import gguf
 import pytest
 from model_folders import save_model_folder
-from tiny_gguf import requantise_gguf, write_tiny_gguf
+from tiny_gguf import requantise_gguf, save_byte_tokenizer, write_tiny_gguf
 
 import pytest_hemorrhage as ph
 from pytest_hemorrhage.cli import main
@@ -26,6 +26,9 @@ def files(gguf_baseline, gguf_probes, tmp_path_factory):
     paths["snapshot"] = root / "base.safetensors"
     ph.record_snapshot(gguf_baseline, gguf_probes, paths["snapshot"])
     paths["folder"] = save_model_folder(gguf_baseline, root / "model")
+    paths["byte-folder"] = root / "byte-model"
+    gguf_baseline.save_pretrained(paths["byte-folder"])
+    save_byte_tokenizer(paths["byte-folder"])
     return {name: str(path) for name, path in paths.items()}
 
 
@@ -43,6 +46,14 @@ def test_attribute_prints_the_parts_writes_json_and_exits_with_the_gate(files, t
     assert json.loads(out.read_text())["cause"] == "none"
 
 
+def test_attribute_writes_the_reference_from_a_baseline_folder(files, capsys):
+    # The folder's tokenizer is the file's byte vocabulary, so the runtime's token checks pass.
+    assert main(["attribute", files["byte-folder"], "--runtime", "llama.cpp", files["Q4_0"], "--probes", "8",
+                 "--max-kl", "2e-5", "--min-top1-agreement", "0.5"]) == 1
+    out = capsys.readouterr().out
+    assert "F32 GGUF written from the baseline's weights" in out and "cause: the compression" in out
+
+
 def test_localise_names_the_planted_block(files, tmp_path, capsys):
     out = tmp_path / "l.json"
     assert main(["localise", files["folder"], files["planted"], "--probes", "8", "--json", str(out)]) == 0
@@ -57,7 +68,7 @@ def test_localise_names_the_planted_block(files, tmp_path, capsys):
     (["attribute", "{snapshot}", "--runtime", "llama.cpp", "{Q4_0}", "--reference", "missing.gguf"],
      "--reference: missing.gguf is not a file"),
     (["attribute", "{snapshot}", "--runtime", "llama.cpp", "{Q4_0}"],
-     "the following arguments are required: --reference"),
+     "reference: none given, and the baseline is a snapshot"),
 ])
 def test_usage_errors_exit_2_naming_the_cause(files, capsys, argv, message):
     assert main([arg.format(**files) for arg in argv]) == 2

@@ -10,8 +10,10 @@ import llama_cpp
 import numpy as np
 import pytest
 import torch
-from tiny_gguf import ROUND_TRIP_VOCAB, rope_rows_interleaved, write_tiny_gguf
+from tiny_gguf import ROUND_TRIP_VOCAB, write_tiny_gguf
 from tiny_models import tiny_llama
+
+from pytest_hemorrhage.gguf_model import rope_rows_to_llama_cpp
 
 F32 = 0  # ggml's type id of float32, for the key/value cache
 MODELS = {
@@ -97,7 +99,7 @@ def test_detokenize_then_tokenize_gives_back_every_ascii_id(written, name):
 def test_rope_rows_pair_each_row_with_the_one_half_a_head_away():
     heads, head_dim = 2, 6
     rows = torch.arange(heads * head_dim).unsqueeze(1).float()
-    got = rope_rows_interleaved(rows, heads).squeeze(1).long().tolist()
+    got = rope_rows_to_llama_cpp(rows, heads).squeeze(1).long().tolist()
     # head 0 holds rows 0..5 (halves 0,1,2 | 3,4,5), head 1 rows 6..11
     assert got == [0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11]
 

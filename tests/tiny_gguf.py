@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from transformers import LlamaForCausalLM
 
+from pytest_hemorrhage.gguf_model import rope_rows_to_llama_cpp
+
 #: The most ids the byte tokenizer has: one per byte value.
 MAX_VOCAB = 256
 #: The ids whose text is ASCII, which round-trip in any sequence.
@@ -36,20 +38,6 @@ def byte_symbols() -> list[str]:
             symbols.append(chr(spare))
             spare += 1
     return symbols
-
-
-def rope_rows_interleaved(weight: torch.Tensor, heads: int) -> torch.Tensor:
-    """``weight``'s rows reordered from Hugging Face's rotary layout to llama.cpp's.
-
-    Hugging Face rotates row ``j`` of a head with row ``j + d/2`` (the two halves of the head);
-    llama.cpp's "llama" architecture rotates adjacent rows ``2j`` and ``2j + 1``. Row ``2j + s``
-    of each head in the file is therefore row ``j + s*d/2`` of the same head in the model.
-    """
-    head_dim = weight.shape[0] // heads
-    half = head_dim // 2
-    within = [(r % 2) * half + r // 2 for r in range(head_dim)]
-    order = [h * head_dim + i for h in range(heads) for i in within]
-    return weight[order]
 
 
 def _rope_theta(config) -> float:
@@ -104,9 +92,9 @@ def write_tiny_gguf(model: LlamaForCausalLM, path: str | os.PathLike[str], *, ro
         if name.endswith("rotary_emb.inv_freq"):
             continue
         if rope_order and name.endswith("q_proj.weight"):
-            tensor = rope_rows_interleaved(tensor, heads)
+            tensor = rope_rows_to_llama_cpp(tensor, heads)
         elif rope_order and name.endswith("k_proj.weight"):
-            tensor = rope_rows_interleaved(tensor, kv_heads)
+            tensor = rope_rows_to_llama_cpp(tensor, kv_heads)
         gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ValueError(f"no GGUF name for the model's tensor {name!r}")
@@ -134,3 +122,16 @@ def requantise_gguf(source: str | os.PathLike[str], target: str | os.PathLike[st
         data = gguf.quants.quantize(np.asarray(tensor.data, dtype=np.float32), kind)
         replaced[tensor.name] = tensor._replace(tensor_type=kind, data=data, n_bytes=data.nbytes)
     rewrite_gguf(source, target, tensors_from=replaced)
+
+
+def save_byte_tokenizer(folder: str | os.PathLike[str], vocab: int = ROUND_TRIP_VOCAB) -> None:
+    """Save beside a tiny model the Hugging Face twin of the files' byte tokenizer: id ``i`` is byte ``i``
+    (the first ``vocab`` bytes; the built-in corpus is ASCII), so a model folder's probes are read by
+    llama.cpp as the same ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(byte_symbols()[:vocab])}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(folder)

@@ -56,6 +56,11 @@ class LlamaCppSource(RuntimeSource):
         self._llama: Any = None
         self._facts: dict[str, Any] | None = None  # read on the first load, kept after it is freed
 
+    @property
+    def n_threads(self) -> int:
+        """The CPU threads llama.cpp runs on."""
+        return self._n_threads
+
     # ------------------------------------------------------------------ what the file says
     @property
     def vocab_size(self) -> int:
