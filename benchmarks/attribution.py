@@ -13,6 +13,10 @@ dequantised by transformers):
 Each step's wall time is recorded. llama.cpp runs one thread (on a shared 2-core machine a
 second one spins while waiting).
 
+Last, :func:`replay` times one localisation with the baseline's outputs replayed against the same
+run measuring them afresh for every comparison (``python -c "from benchmarks import attribution;
+print(attribution.replay())"`` runs it alone).
+
 Run: ``nice python -m benchmarks attribution`` (about half an hour on 2 cores; writes
 benchmarks/results/attribution.json) and ``python -m benchmarks.attribution`` to print the
 Markdown tables of that file.
@@ -97,7 +101,33 @@ def run() -> dict:
             }
     return {"probes": probes.name, "n_probes": len(probes), "threads": THREADS, "cpus": os.cpu_count(),
             "load_average": os.getloadavg(), "floors": floors, "attributions": attributions,
-            "localisations": localisations}
+            "localisations": localisations, "replay": replay()}
+
+
+def replay(n_probes: int = 16, kind: str = "Q4_K_M") -> dict:
+    """Localisation with the baseline's outputs replayed to every comparison, against the same run
+    measuring the baseline afresh each time: wall times and their ratio, in one process."""
+    import importlib
+
+    import pytest_hemorrhage as ph
+    from pytest_hemorrhage.gguf_files import default_model_gguf
+    from pytest_hemorrhage.models import default_model
+
+    module = importlib.import_module("pytest_hemorrhage.localise")  # the package's `localise` is the function
+    model, tokenizer = default_model()
+    probes = ph.Probes.builtin(tokenizer, n=n_probes)
+    path = default_model_gguf(kind)
+    budget = module.REPLAY_BUDGET_BYTES
+    seconds = {}
+    try:
+        for name, limit in (("replayed", budget), ("afresh", 0)):
+            module.REPLAY_BUDGET_BYTES = limit
+            found, seconds[name] = _timed(lambda: ph.localise(model, path, probes))
+            seconds[f"{name}_blamed"] = found.blamed
+    finally:
+        module.REPLAY_BUDGET_BYTES = budget
+    return {"n_probes": n_probes, "file": kind, **seconds, "ratio": round(seconds["replayed"] / seconds["afresh"], 3),
+            "load_average": os.getloadavg()}
 
 
 def markdown(result: dict) -> str:
