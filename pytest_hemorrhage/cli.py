@@ -4,7 +4,7 @@
     hemorrhage compare BASELINE_DIR_OR_SNAPSHOT CANDIDATE_DIR [--max-kl 0.02] [--no-suggest] [--allow-tokenizer-mismatch] [--json r.json] [--junit r.xml] [--markdown r.md] [--html r.html]
     hemorrhage sweep [MODEL_DIR] --modify sparsity --strengths 0.1,0.2,0.3 [--probes 32] [--json s.json] [--plot s.png] [--require 0.2]
     hemorrhage attribute BASELINE_DIR_OR_SNAPSHOT --runtime llama.cpp CANDIDATE_FILE [--reference UNQUANTISED_FILE] [--json a.json] [--markdown a.md]
-    hemorrhage localise BASELINE_DIR CANDIDATE.gguf [--keep-from FINER.gguf] [--steps 1,2,4] [--out-dir DIR] [--json l.json] [--markdown l.md]
+    hemorrhage localise BASELINE_DIR CANDIDATE.gguf [--keep-from FINER.gguf] [--steps 1,2,4] [--bisect] [--out-dir DIR] [--json l.json] [--markdown l.md]
 
 A failing ``compare`` explains itself as the library does: the vulnerability pattern and, against a
 baseline model folder, the best mitigation tried on copies and re-measured (``--no-suggest`` skips
@@ -201,6 +201,9 @@ def _add_diagnosis_parsers(sub: Any) -> dict[str, Any]:
                           "blocks taken from it and gate each file in llama.cpp, until one passes")
     loc.add_argument("--steps", type=_strengths, default=[1, 2, 4], metavar="K,K,...",
                      help="--keep-from: how many blocks to keep at each attempt (default 1,2,4)")
+    loc.add_argument("--bisect", action="store_true",
+                     help="--keep-from: after the first passing step, halve the gap to the last failing one until "
+                          "the count that passes is one more than a count that fails")
     loc.add_argument("--out-dir", default=None, metavar="DIR",
                      help="--keep-from: where the re-made files go (default: a new temporary folder)")
     loc.add_argument("--threads", type=int, default=None, metavar="N", help="--keep-from: llama.cpp's threads")
@@ -434,7 +437,8 @@ def _localise(args: argparse.Namespace) -> int:
     found = localise(baseline, args.candidate, probes, thresholds, batch_size=args.batch_size, progress=progress)
     fixed = None
     if args.keep_from is not None:
-        fixed = found.verify(args.keep_from, steps=args.steps, folder=args.out_dir, n_threads=args.threads)
+        fixed = found.verify(args.keep_from, steps=args.steps, bisect=args.bisect, folder=args.out_dir,
+                             n_threads=args.threads)
     print(found.to_text())
     if fixed is not None:
         print(f"passes with {', '.join(fixed.kept)} kept from {args.keep_from}: {fixed.path}")

@@ -157,35 +157,52 @@ class Localisation:
     def __str__(self) -> str:
         return self.to_text()
 
-    def verify(self, finer: str | os.PathLike[str], *, steps: Sequence[int] = (1, 2, 4),
+    def verify(self, finer: str | os.PathLike[str], *, steps: Sequence[int] = (1, 2, 4), bisect: bool = False,
                folder: str | os.PathLike[str] | None = None, n_threads: int | None = None) -> Verification | None:
         """Re-make the candidate with its costliest groups taken from ``finer`` (the same model at a
         finer type: a Q8_0, F16 or F32 GGUF) and run the gate on each file in llama.cpp.
 
         For each count in ``steps``, that many of the costliest groups are kept; it stops at the first
-        file that passes. Files go to ``folder`` (a temporary folder by default) and every attempt is
-        kept in :attr:`verifications`. Returns the first passing attempt, or None.
+        file that passes. With ``bisect``, it then halves the gap between the last failing count and
+        the passing one until the two are adjacent, so the count returned passes and one fewer fails.
+        Files go to ``folder`` (a temporary folder by default) and every attempt is kept in
+        :attr:`verifications`. Returns the passing attempt with the fewest groups, or None.
         """
-        from .runtimes import llama_cpp
-
-        if not steps or any(not isinstance(k, int) or k < 1 for k in steps):
+        if not steps or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in steps):
             raise InvalidArgument(f"steps: counts of groups to keep, each >= 1; got {steps!r}")
-        ranking = self.ranking
+        if not self.ranking:
+            raise InvalidArgument(f"nothing to keep: every tensor of {self.candidate} equals the baseline's")
         target = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="hemorrhage-keep-"))
         target.mkdir(parents=True, exist_ok=True)
-        for count in sorted(set(min(k, len(ranking)) for k in steps)):
-            kept = ranking[:count]
-            started = time.perf_counter()
-            path = target / f"{self.candidate.stem}.keep-{count}.gguf"
-            replace_tensors_gguf(self.candidate, finer, path, [n for c in kept for n in c.gguf_tensors])
-            report = compare(self.baseline, llama_cpp(path, n_threads=n_threads), self.probes, layers=None,
-                             **self.compare_options)
-            attempt = Verification([c.group for c in kept], path, path.stat().st_size, report,
-                                   time.perf_counter() - started)
-            self.verifications.append(attempt)
-            if attempt.passed:
-                return attempt
+        failing = 0
+        for count in sorted(set(min(k, len(self.ranking)) for k in steps)):
+            attempt = self._remade(count, finer, target, n_threads)
+            if not attempt.passed:
+                failing = count
+                continue
+            while bisect and count - failing > 1:
+                middle = self._remade((failing + count) // 2, finer, target, n_threads)
+                if middle.passed:
+                    attempt, count = middle, len(middle.kept)
+                else:
+                    failing = len(middle.kept)
+            return attempt
         return None
+
+    def _remade(self, count: int, finer: str | os.PathLike[str], folder: Path, n_threads: int | None) -> Verification:
+        """The candidate with its ``count`` costliest groups from ``finer``, gated in llama.cpp."""
+        from .runtimes import llama_cpp
+
+        kept = self.ranking[:count]
+        started = time.perf_counter()
+        path = folder / f"{self.candidate.stem}.keep-{count}.gguf"
+        replace_tensors_gguf(self.candidate, finer, path, [n for c in kept for n in c.gguf_tensors])
+        report = compare(self.baseline, llama_cpp(path, n_threads=n_threads), self.probes, layers=None,
+                         **self.compare_options)
+        attempt = Verification([c.group for c in kept], path, path.stat().st_size, report,
+                               time.perf_counter() - started)
+        self.verifications.append(attempt)
+        return attempt
 
 
 def localise(baseline: Any, candidate: str | os.PathLike[str] | Any, probes: Any = None, thresholds: Any = None, *,

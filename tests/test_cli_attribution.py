@@ -62,6 +62,16 @@ def test_localise_names_the_planted_block(files, tmp_path, capsys):
     assert json.loads(out.read_text())["blamed"] == "model.layers.1"
 
 
+def test_localise_keeps_the_blamed_block_from_the_finer_file_until_the_gate_passes(files, tmp_path, capsys):
+    argv = ["localise", files["byte-folder"], files["planted"], "--probes", "8", "--keep-from", files["F32"],
+            "--out-dir", str(tmp_path / "remade"), "--threads", "1", "--max-kl", "2e-5",
+            "--min-top1-agreement", "0.5", "--json", str(tmp_path / "l.json")]
+    assert main([*argv, "--steps", "4", "--bisect"]) == 0
+    assert "passes with model.layers.1 kept from" in capsys.readouterr().out
+    attempts = json.loads((tmp_path / "l.json").read_text())["verifications"]
+    assert [len(a["kept"]) for a in attempts][-1] == 1 and (tmp_path / "remade" / "planted.keep-1.gguf").is_file()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["localise", "{snapshot}", "{planted}"], "localise swaps weights into the baseline"),
     (["localise", "{folder}", "{planted}", "--keep-from", "missing.gguf"], "--keep-from: missing.gguf is not a file"),

@@ -171,3 +171,26 @@ def test_the_baseline_runs_once_and_each_cost_equals_a_plain_comparison(gguf_bas
     plain = ph.compare(gguf_baseline, by_hand, gguf_probes, layers=None).metrics["kl"].estimate
     for result in (found, unreplayed):
         assert result.ranking[0].report.metrics["kl"].estimate == pytest.approx(plain, rel=1e-9)
+
+
+def test_bisection_finds_the_fewest_groups_that_pass(gguf_baseline, gguf_probes, f32, folder):
+    candidate = folder / "all-q4.gguf"
+    if not candidate.exists():
+        requantise_gguf(f32, candidate, lambda name: Q.Q4_0)
+    found = ph.localise(gguf_baseline, candidate, gguf_probes, **GATE)
+    ladder = found.verify(f32, steps=(len(found.ranking),), folder=folder / "ladder", n_threads=1)
+    assert ladder is not None and len(found.verifications) == 1
+    fewest = found.verify(f32, steps=(len(found.ranking),), bisect=True, folder=folder / "bisect", n_threads=1)
+    assert fewest is not None and fewest.passed
+    count = len(fewest.kept)
+    tried = {len(v.kept): v.passed for v in found.verifications[1:]}
+    assert tried[count] and (count == 1 or tried.get(count - 1) is False), tried
+    assert len(tried) <= 1 + (len(found.ranking) - 1).bit_length()
+
+
+def test_verify_refuses_bad_steps_and_a_file_with_nothing_to_keep(gguf_baseline, gguf_probes, f32, folder):
+    found = ph.localise(gguf_baseline, planted(f32, folder, 1), gguf_probes, **GATE)
+    with pytest.raises(ph.InvalidArgument, match="steps: counts of groups to keep"):
+        found.verify(f32, steps=(0,))
+    with pytest.raises(ph.InvalidArgument, match="nothing to keep"):
+        ph.localise(gguf_baseline, f32, gguf_probes, **GATE).verify(f32)
