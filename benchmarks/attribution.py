@@ -15,7 +15,8 @@ second one spins while waiting).
 
 Last, :func:`replay` times one localisation with the baseline's outputs replayed against the same
 run measuring them afresh for every comparison (``python -c "from benchmarks import attribution;
-print(attribution.replay())"`` runs it alone).
+print(attribution.replay())"`` runs it alone); :func:`fewest_blocks` bisects the number of Q4_K_M blocks
+that must stay at Q8_0 for the gate to pass (run alone the same way).
 
 Run: ``nice python -m benchmarks attribution`` (about half an hour on 2 cores; writes
 benchmarks/results/attribution.json) and ``python -m benchmarks.attribution`` to print the
@@ -127,6 +128,27 @@ def replay(n_probes: int = 16, kind: str = "Q4_K_M") -> dict:
     finally:
         module.REPLAY_BUDGET_BYTES = budget
     return {"n_probes": n_probes, "file": kind, **seconds, "ratio": round(seconds["replayed"] / seconds["afresh"], 3),
+            "load_average": os.getloadavg()}
+
+
+def fewest_blocks(kind: str = "Q4_K_M", steps: tuple = (16, 24, 30)) -> dict:
+    """The fewest of ``kind``'s costliest blocks that, kept at Q8_0, pass the default gate: localisation on
+    the 64 built-in probes, then the ladder ``steps`` and bisection (``verify(bisect=True)``)."""
+    import pytest_hemorrhage as ph
+    from pytest_hemorrhage.gguf_files import default_model_gguf
+    from pytest_hemorrhage.models import default_model
+
+    model, tokenizer = default_model()
+    probes = ph.Probes.builtin(tokenizer)
+    found, localise_seconds = _timed(lambda: ph.localise(model, default_model_gguf(kind), probes))
+    with tempfile.TemporaryDirectory() as folder:
+        fixed, verify_seconds = _timed(lambda: found.verify(default_model_gguf("Q8_0"), steps=steps, bisect=True,
+                                                            folder=folder, n_threads=THREADS))
+    return {"file": kind, "file_bytes": default_model_gguf(kind).stat().st_size,
+            "localise_seconds": localise_seconds, "verify_seconds": verify_seconds,
+            "fewest": None if fixed is None else len(fixed.kept),
+            "attempts": [{"kept": len(v.kept), "size_bytes": v.size_bytes, "seconds": round(v.seconds, 1),
+                          **_metrics(v.report)} for v in found.verifications],
             "load_average": os.getloadavg()}
 
 
