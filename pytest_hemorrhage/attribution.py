@@ -25,7 +25,7 @@ from .engine import compare
 from .errors import InvalidArgument
 from .render.tables import markdown_table, metric_cell, text_table
 from .report import Report
-from .sources.pairing import live_model, pair_sources
+from .sources.pairing import live_model, resolve_probes
 from .sources.runtime import RuntimeSource
 
 __all__ = ["Attribution", "attribute", "PARTS"]
@@ -173,8 +173,8 @@ def attribute(baseline: Any, candidate: RuntimeSource, reference: RuntimeSource 
         raise InvalidArgument(f"reference: {reference.target} is the candidate itself; pass the unquantised file")
     pairs = {"total": (baseline, candidate), "runtime": (baseline, reference), "compression": (reference, candidate)}
     reports, seconds = {}, {}
+    probe_set = resolve_probes(baseline, probes)
     with candidate.loaded(), reference.loaded():  # each file loaded once for the three comparisons
-        probe_set = pair_sources(baseline, candidate, probes, layers=None)[2]
         for part, _ in PARTS:
             started = time.perf_counter()
             reports[part] = compare(*pairs[part], probe_set, thresholds, layers=None, batch_size=batch_size,

@@ -324,23 +324,13 @@ class _Written:
 
 def _compare(args: argparse.Namespace) -> int:
     from .check import run_check
-    from .probes import Probes
 
     thresholds = _thresholds(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     runtime_options = _runtime_options(args)
     _check_compare_paths(args.baseline, args.candidate, args.runtime)
-    snapshot = None
-    if Path(args.baseline).is_file():
-        from .snapshot import load_snapshot
-
-        baseline = load_snapshot(args.baseline)
-        snapshot = args.baseline
-        probes = _snapshot_probes(baseline, args)
-    else:
-        baseline, tokenizer = _model_with_tokenizer(args.baseline, "baseline")
-        probes = Probes.builtin(tokenizer, n=_PROBES if args.probes is None else args.probes,
-                                max_length=_MAX_LENGTH if args.max_length is None else args.max_length)
+    baseline, probes, tokenizer = _baseline_and_probes(args)
+    snapshot = args.baseline if tokenizer is None else None
     if runtime_options is not None:
         from .runtimes import open_runtime
 
@@ -378,8 +368,9 @@ def _compare(args: argparse.Namespace) -> int:
     return EXIT_PASSED if report.passed else EXIT_HEMORRHAGE
 
 
-def _baseline_and_probes(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The baseline (a snapshot file or a model folder) and the probes the command measures on."""
+def _baseline_and_probes(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(baseline, probes, tokenizer)`` the command measures with: a snapshot file's (probes None for all
+    of its recorded ones, tokenizer None), or a model folder's with the built-in probes."""
     from .probes import Probes
 
     if not Path(args.baseline).exists():
@@ -392,11 +383,12 @@ def _baseline_and_probes(args: argparse.Namespace) -> tuple[Any, Any]:
         from .snapshot import load_snapshot
 
         snapshot = load_snapshot(args.baseline)
-        return snapshot, _snapshot_probes(snapshot, args) or snapshot.probes
+        return snapshot, _snapshot_probes(snapshot, args), None
     check_model_folder(args.baseline, "baseline")
     model, tokenizer = _model_with_tokenizer(args.baseline, "baseline")
-    return model, Probes.builtin(tokenizer, n=_PROBES if args.probes is None else args.probes,
-                                 max_length=_MAX_LENGTH if args.max_length is None else args.max_length)
+    probes = Probes.builtin(tokenizer, n=_PROBES if args.probes is None else args.probes,
+                            max_length=_MAX_LENGTH if args.max_length is None else args.max_length)
+    return model, probes, tokenizer
 
 
 def _existing_file(path: str, what: str) -> str:
@@ -413,7 +405,7 @@ def _attribute(args: argparse.Namespace) -> int:
     candidate = open_runtime(args.runtime, _existing_file(args.candidate, "candidate"))
     reference = None if args.reference is None else open_runtime(
         args.runtime, _existing_file(args.reference, "--reference"), role="reference")
-    baseline, probes = _baseline_and_probes(args)
+    baseline, probes, _ = _baseline_and_probes(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     found = attribute(baseline, candidate, reference, probes, thresholds, batch_size=args.batch_size,
                       progress=progress)
@@ -432,7 +424,7 @@ def _localise(args: argparse.Namespace) -> int:
     _existing_file(args.candidate, "candidate")
     if args.keep_from is not None:
         _existing_file(args.keep_from, "--keep-from")
-    baseline, probes = _baseline_and_probes(args)
+    baseline, probes, _ = _baseline_and_probes(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     found = localise(baseline, args.candidate, probes, thresholds, batch_size=args.batch_size, progress=progress)
     fixed = None

@@ -273,9 +273,6 @@ class _ReplayedBaseline:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)
 
-    def opened(self, device: Any, attention: bool) -> Any:
-        return self._source.opened(device, attention)
-
     def observe(self, batch: Any, blocks: Sequence[str] = (), attentions: bool = False) -> Any:
         key = (tuple(batch.units), tuple(batch.input_ids.shape), tuple(blocks), attentions)
         kept = self._kept.get(key)

@@ -25,7 +25,7 @@ from .module import ModuleSource
 from .runtime import NO_HIDDEN_STATES, RuntimeSource
 from .snapshot import SnapshotSource
 
-__all__ = ["pair_sources", "live_model", "opened"]
+__all__ = ["pair_sources", "resolve_probes", "live_model", "opened"]
 
 
 def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "auto", output: str = "auto",
@@ -51,6 +51,12 @@ def pair_sources(baseline: Any, candidate: Any, probes: Any, *, layers: Any = "a
     for source in (base, cand):
         source.check(probe_set)
     return base, cand, probe_set, notes
+
+
+def resolve_probes(baseline: Any, probes: Any) -> Probes:
+    """The probe set ``probes`` stands for against ``baseline`` (the built-in set, a snapshot's recorded
+    probes...), without the checks of :func:`pair_sources`, which every comparison runs itself."""
+    return _source(baseline, "baseline", None, "auto").probes_for(probes)
 
 
 def _check_runtime_vocabulary(base: Source, cand: RuntimeSource) -> None:
